@@ -1,0 +1,69 @@
+# Set-up, run and test for ComfyUI-AuthFace. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip --disable-pip-version-check -q
+CACHE       := .cache
+HOSTS       := $(CACHE)/hosts
+HOST_CURRENT := $(HOSTS)/comfyui-0.30.0
+HOST_OLDEST  := $(HOSTS)/comfyui-0.3.75
+COMFYUI_DIR ?= $(HOST_CURRENT)
+PORT        ?= 8188
+PACK_NAME   := ComfyUI-AuthFace
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test bench clean-hosts
+
+help:
+	@echo "make setup   build .venv/ and the ComfyUI test hosts (idempotent)"
+	@echo "make run     start ComfyUI on 127.0.0.1:$(PORT) with this pack (COMFYUI_DIR=... for your own)"
+	@echo "make test    run the whole test suite (both ComfyUI hosts)"
+	@echo "make bench   run the benchmarks and print their figures"
+
+setup: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp $(HOST_OLDEST)/.stamp
+
+$(VENV)/.stamp-torch: constraints.txt
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch torchvision
+	$(PIP) install --no-deps -c constraints.txt torchaudio
+	touch $@
+
+# The current host's requirements go into .venv; the pack and its dev/train extras after them.
+$(VENV)/.stamp-pack: $(VENV)/.stamp-torch pyproject.toml requirements.txt tools/setup_hosts.py $(HOST_CURRENT)/.stamp-src
+	$(PIP) install -c constraints.txt -r $(HOST_CURRENT)/requirements.host.txt
+	$(PIP) install -c constraints.txt -e '.[dev,train,insightface]'
+	$(PIP) install -c constraints.txt facexlib==0.3.0
+	touch $@
+
+$(HOST_CURRENT)/.stamp-src: tools/setup_hosts.py
+	$(PYTHON_BOOT) tools/setup_hosts.py fetch current --dest $(HOST_CURRENT)
+
+$(HOST_OLDEST)/.stamp-src: tools/setup_hosts.py
+	$(PYTHON_BOOT) tools/setup_hosts.py fetch oldest --dest $(HOST_OLDEST)
+
+$(HOST_CURRENT)/.stamp: $(HOST_CURRENT)/.stamp-src $(VENV)/.stamp-pack
+	$(PY) tools/setup_hosts.py link --dest $(HOST_CURRENT)
+	touch $@
+
+# The oldest host shares .venv; its own frontend pins live in an overlay put first on PYTHONPATH.
+$(HOST_OLDEST)/.stamp: $(HOST_OLDEST)/.stamp-src $(VENV)/.stamp-pack
+	$(PIP) install --no-deps --upgrade --target $(HOST_OLDEST)/overlay -r $(HOST_OLDEST)/requirements.overlay.txt
+	$(PY) tools/setup_hosts.py link --dest $(HOST_OLDEST)
+	touch $@
+
+run: setup
+	$(PY) tools/setup_hosts.py link --dest $(COMFYUI_DIR)
+	cd $(COMFYUI_DIR) && PYTHONPATH="$$(cat .authface-pythonpath 2>/dev/null)" \
+	  $(abspath $(PY)) main.py --cpu --listen 127.0.0.1 --port $(PORT)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+clean-hosts:
+	rm -rf $(HOSTS)
