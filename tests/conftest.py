@@ -1,0 +1,40 @@
+"""Shared fixtures: real photos shipped by installed packages, and real ComfyUI hosts."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from comfy_host import HOST_VERSIONS, ComfyHost
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"package {name} is not installed: run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="session")
+def t1_photo() -> Path:
+    """insightface's group photo with 6 faces (1280x886)."""
+    return _package_dir("insightface") / "data" / "images" / "t1.jpg"
+
+
+@pytest.fixture(scope="session")
+def hanks_photo() -> Path:
+    return _package_dir("insightface") / "data" / "images" / "Tom_Hanks_54745.png"
+
+
+@pytest.fixture(scope="session", params=HOST_VERSIONS, ids=lambda v: f"comfyui-{v}")
+def comfy_host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyHost]:
+    """A running ComfyUI (each supported release in turn) with this checkout as a custom node."""
+    host = ComfyHost(version=request.param, base_dir=tmp_path_factory.mktemp(f"comfyui-{request.param}"))
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()
