@@ -1,0 +1,93 @@
+"""Normalising the images the library accepts to one layout.
+
+Accepted: numpy arrays (or anything ``np.asarray`` turns into one) of shape HxW (grey), HxWx1,
+HxWx3 (RGB) or HxWx4 (RGBA), dtype uint8, uint16 (e.g. 16-bit PNG) or float16/32/64 with values
+in [0, 1]. Channel order is RGB (convert OpenCV's BGR before calling).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+# Float data whose maximum exceeds this is taken to be 0-255 (or 0-65535) data, not [0, 1].
+_FLOAT_RANGE_LIMIT = 2.0
+
+
+def _as_hwc(image: np.ndarray) -> np.ndarray:
+    """The array as HxWxC, C in (1, 3, 4); ValueError naming the shape otherwise."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"expected one image of shape HxW, HxWx1, HxWx3 or HxWx4, got shape {arr.shape}; "
+            "for a batch, pass the images one at a time (or a list of them)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"image has no pixels: shape {arr.shape}")
+    return arr
+
+
+def _scaled_float(arr: np.ndarray) -> np.ndarray:
+    """Values of any accepted dtype as float32 in [0, 1] (same shape)."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) * np.float32(1.0 / 255.0)
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) * np.float32(1.0 / 65535.0)
+    if arr.dtype in _FLOAT_DTYPES:
+        out = arr.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError("image contains NaN or infinite values")
+        peak = float(out.max())
+        if peak > _FLOAT_RANGE_LIMIT:
+            raise ValueError(
+                f"float images must hold values in [0, 1], got a maximum of {peak:g}; "
+                "divide 0-255 data by 255 (or pass it as uint8)"
+            )
+        # Resampling upstream overshoots [0, 1] slightly; clipping is the intended reading.
+        return np.clip(out, 0.0, 1.0, out=out)
+    raise ValueError(
+        f"unsupported image dtype {arr.dtype}; expected uint8, uint16 or float16/32/64 in [0, 1]"
+    )
+
+
+def _to_rgb(arr: np.ndarray) -> np.ndarray:
+    """HxWxC (C in 1, 3, 4) to HxWx3: grey is repeated, alpha is dropped."""
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return arr[:, :, :3]
+
+
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """The image as HxWx3 float32 RGB in [0, 1], C-contiguous (a new array).
+
+    Grey images are repeated to three channels; the alpha channel of RGBA images is dropped
+    (use :func:`split_alpha` to keep it). uint8 is divided by 255, uint16 by 65535; float input
+    must lie in [0, 1] and is clipped to it. Raises ValueError for other shapes or dtypes, for
+    non-finite values and for float data that is clearly 0-255.
+    """
+    arr = _as_hwc(image)
+    return np.ascontiguousarray(_scaled_float(_to_rgb(arr)))
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(rgb, alpha)``: rgb as from :func:`to_rgb_float`; alpha HxW float32 in [0, 1], or None
+    when the image has no alpha channel (fewer than four channels)."""
+    arr = _as_hwc(image)
+    if arr.shape[2] != 4:
+        return to_rgb_float(arr), None
+    scaled = _scaled_float(arr)
+    return np.ascontiguousarray(scaled[:, :, :3]), np.ascontiguousarray(scaled[:, :, 3])
+
+
+def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    """The image as HxWx3 uint8 RGB, C-contiguous, rounding to the nearest level (what dlib and
+    OpenCV-based detectors take). Accepts everything :func:`to_rgb_float` accepts. uint8 input is
+    not rescaled; when it is already HxWx3 and C-contiguous it is returned as is (not copied)."""
+    arr = _as_hwc(image)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(_to_rgb(arr))
+    scaled = _scaled_float(_to_rgb(arr))  # a new array: safe to work in place (8K = 400 MB)
+    scaled *= np.float32(255.0)
+    return np.rint(scaled, out=scaled).astype(np.uint8, order="C")
