@@ -86,12 +86,14 @@ class FaceSet:
     """Faces of a batch of images: what the ComfyUI nodes pass along as ``AUTHFACE_FACES``.
 
     ``image_sizes`` holds (height, width) per batch image. ``aligned`` is empty until the faces
-    are aligned, then holds one entry per face in ``faces`` order, matching the crop batch.
+    are aligned, then holds one entry per face in ``faces`` order, matching the crop batch;
+    ``crop_size`` is the alignment's crop side (0 before alignment), known even with no faces.
     """
 
     image_sizes: list[tuple[int, int]]
     faces: list[DetectedFace] = field(default_factory=list)
     aligned: list[AlignedFace] = field(default_factory=list)
+    crop_size: int = 0
 
     def faces_of_image(self, index: int) -> list[int]:
         """Positions (in ``faces``) of the faces found in batch image ``index``."""
