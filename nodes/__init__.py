@@ -1,0 +1,1 @@
+"""ComfyUI adapters of the pack: parse inputs, call ``authface_core``, wrap results."""

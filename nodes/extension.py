@@ -1,0 +1,26 @@
+"""The pack's ComfyExtension: the list of V3 nodes ComfyUI registers."""
+
+from __future__ import annotations
+
+from comfy_api.v0_0_2 import ComfyExtension, io
+
+from .align import AuthFaceAlignFaces
+from .detect import AuthFaceDetectFaces
+from .masks import AuthFaceRegionMasks
+from .model_paths import register_model_folders
+from .paste import AuthFacePasteFaces
+
+
+class AuthFaceExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [
+            AuthFaceDetectFaces,
+            AuthFaceAlignFaces,
+            AuthFaceRegionMasks,
+            AuthFacePasteFaces,
+        ]
+
+
+async def comfy_entrypoint() -> AuthFaceExtension:
+    register_model_folders()
+    return AuthFaceExtension()

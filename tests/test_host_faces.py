@@ -1,0 +1,116 @@
+"""The faces nodes inside real ComfyUI hosts: registration, the round-trip workflow, face-less photos."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from comfy_host import REPO, ComfyHost
+
+pytestmark = pytest.mark.host
+
+FACE_NODES = {
+    "AuthFaceDetectFaces": (["image", "detector", "select", "max_faces", "face_indices", "min_face_size", "order"],
+                            ["AUTHFACE_FACES", "IMAGE", "INT"]),
+    "AuthFaceAlignFaces": (["image", "faces", "size", "method", "border"], ["IMAGE", "AUTHFACE_FACES"]),
+    "AuthFaceRegionMasks": (["faces", "eyes", "mouth", "face", "resolution", "feather"], ["MASK"]),
+    "AuthFacePasteFaces": (["image", "crops", "faces", "mask", "feather"], ["IMAGE", "IMAGE"]),
+}
+ROUNDTRIP = REPO / "workflows" / "api" / "authface_face_roundtrip.json"
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"cannot read {path}"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def saved_by(host: ComfyHost, entry: dict, node_id: str) -> list[Path]:
+    outputs = entry["outputs"].get(node_id, {}).get("images", [])
+    return [host.base_dir / o["type"] / o.get("subfolder", "") / o["filename"] for o in outputs]
+
+
+def test_pack_loads_without_errors(comfy_host: ComfyHost) -> None:
+    log = comfy_host.log_text()
+    assert "ComfyUI-AuthFace" in log
+    assert "IMPORT FAILED" not in log
+    assert "Traceback" not in log
+
+
+def test_object_info_lists_every_face_node(comfy_host: ComfyHost) -> None:
+    info = comfy_host.object_info()
+    for node_id, (inputs, outputs) in FACE_NODES.items():
+        assert node_id in info, f"{node_id} not registered"
+        spec = info[node_id]
+        declared = list(spec["input"].get("required", {})) + list(spec["input"].get("optional", {}))
+        assert declared == inputs
+        assert spec["output"] == outputs
+        assert spec["category"].startswith("AuthFace")
+    assert info["AuthFaceDetectFaces"]["input"]["required"]["detector"][1]["options"][0] == "dlib"
+
+
+def test_roundtrip_workflow_reproduces_the_photo(comfy_host: ComfyHost, t1_photo: Path) -> None:
+    prompt = json.loads(ROUNDTRIP.read_text())
+    prompt["1"]["inputs"]["image"] = comfy_host.add_input(t1_photo)
+    entry = comfy_host.run(prompt)
+
+    [saved] = saved_by(comfy_host, entry, "10")
+    result, original = read_rgb(saved), read_rgb(t1_photo)
+    assert result.shape == original.shape
+    value = psnr(result, original)
+    print(f"round trip through ComfyUI {comfy_host.version}: PSNR {value:.2f} dB")
+    assert value > 40.0
+
+    crops = saved_by(comfy_host, entry, "5")
+    assert len(crops) == 6
+    assert all(read_rgb(p).shape == (512, 512, 3) for p in crops)
+    masks = [read_rgb(p) for p in saved_by(comfy_host, entry, "8")]
+    assert len(masks) == 6
+    coverage = [float(m.mean()) for m in masks]
+    assert all(0.005 < c < 0.2 for c in coverage), coverage
+    [preview] = saved_by(comfy_host, entry, "3")
+    assert np.abs(read_rgb(preview) - original).max() > 0.5
+
+
+def test_faceless_photo_in_a_batch_passes_through(comfy_host: ComfyHost, t1_photo: Path, tmp_path: Path) -> None:
+    original = cv2.imread(str(t1_photo))
+    flat = np.full_like(original, 128)
+    cv2.putText(flat, "no face here", (40, 400), cv2.FONT_HERSHEY_SIMPLEX, 4, (30, 60, 200), 8)
+    cv2.imwrite(str(tmp_path / "noface.png"), flat)
+    prompt = json.loads(ROUNDTRIP.read_text())
+    prompt["1"]["inputs"]["image"] = comfy_host.add_input(t1_photo)
+    prompt["11"] = {"class_type": "LoadImage", "inputs": {"image": comfy_host.add_input(tmp_path / "noface.png")}}
+    prompt["12"] = {"class_type": "ImageBatch", "inputs": {"image1": ["11", 0], "image2": ["1", 0]}}
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if value == ["1", 0] and node["class_type"] != "ImageBatch":
+                node["inputs"][name] = ["12", 0]
+    entry = comfy_host.run(prompt)
+
+    saved = saved_by(comfy_host, entry, "10")
+    assert len(saved) == 2
+    faceless, photo = read_rgb(saved[0]), read_rgb(saved[1])
+    np.testing.assert_array_equal(np.round(faceless * 255), flat[..., ::-1].astype(np.float64))
+    assert psnr(photo, read_rgb(t1_photo)) > 40.0
+    assert "no face" in comfy_host.log_text()
+
+
+def test_photo_without_any_face(comfy_host: ComfyHost, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    noise = (rng.random((300, 420, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "noise.png"), noise)
+    prompt = copy.deepcopy(json.loads(ROUNDTRIP.read_text()))
+    prompt["1"]["inputs"]["image"] = comfy_host.add_input(tmp_path / "noise.png")
+    entry = comfy_host.run(prompt)
+    [saved] = saved_by(comfy_host, entry, "10")
+    np.testing.assert_array_equal(cv2.imread(str(saved)), noise)
