@@ -11,6 +11,7 @@ HOSTS       := $(CACHE)/hosts
 HOST_CURRENT := $(HOSTS)/comfyui-0.30.0
 HOST_OLDEST  := $(HOSTS)/comfyui-0.3.75
 COMFYUI_DIR ?= $(HOST_CURRENT)
+COMFYUI_PYTHON ?= $(abspath $(PY))
 PORT        ?= 8188
 PACK_NAME   := ComfyUI-AuthFace
 PYTEST_ARGS ?=
@@ -54,10 +55,10 @@ $(HOST_OLDEST)/.stamp: $(HOST_OLDEST)/.stamp-src $(VENV)/.stamp-pack
 	$(PY) tools/setup_hosts.py link --dest $(HOST_OLDEST)
 	touch $@
 
-run: setup
+run: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp
 	$(PY) tools/setup_hosts.py link --dest $(COMFYUI_DIR)
 	cd $(COMFYUI_DIR) && PYTHONPATH="$$(cat .authface-pythonpath 2>/dev/null)" \
-	  $(abspath $(PY)) main.py --cpu --listen 127.0.0.1 --port $(PORT)
+	  $(COMFYUI_PYTHON) main.py --cpu --listen 127.0.0.1 --port $(PORT)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
