@@ -16,7 +16,7 @@ PORT        ?= 8188
 PACK_NAME   := ComfyUI-AuthFace
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test bench clean-hosts
+.PHONY: help setup browser run test bench clean-hosts
 
 help:
 	@echo "make setup   build .venv/ and the ComfyUI test hosts (idempotent)"
@@ -24,7 +24,14 @@ help:
 	@echo "make test    run the whole test suite (both ComfyUI hosts)"
 	@echo "make bench   run the benchmarks and print their figures"
 
-setup: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp $(HOST_OLDEST)/.stamp
+setup: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp $(HOST_OLDEST)/.stamp browser
+
+# Headless Chromium for the UI-workflow tests (Debian packages; needs root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 $(VENV)/.stamp-torch: constraints.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)

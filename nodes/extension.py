@@ -5,10 +5,16 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .align import AuthFaceAlignFaces
+from .apply import AuthFaceApply
+from .colorfix import AuthFaceColorFix
+from .conditioning import AuthFaceConditioning
 from .detect import AuthFaceDetectFaces
 from .masks import AuthFaceRegionMasks
+from .model_loader import AuthFaceModelLoader
 from .model_paths import register_model_folders
+from .noise import AuthFaceReleaseNoise
 from .paste import AuthFacePasteFaces
+from .save16 import AuthFaceSaveImage16
 
 
 class AuthFaceExtension(ComfyExtension):
@@ -18,6 +24,12 @@ class AuthFaceExtension(ComfyExtension):
             AuthFaceAlignFaces,
             AuthFaceRegionMasks,
             AuthFacePasteFaces,
+            AuthFaceModelLoader,
+            AuthFaceConditioning,
+            AuthFaceApply,
+            AuthFaceReleaseNoise,
+            AuthFaceColorFix,
+            AuthFaceSaveImage16,
         ]
 
 

@@ -8,11 +8,13 @@ import os
 import folder_paths
 
 INSIGHTFACE = "insightface"
+AUTHFACE = "authface"
 
 
 def register_model_folders() -> None:
     """Add the pack's default folders under ComfyUI's models directory, keeping existing ones."""
-    folder_paths.add_model_folder_path(INSIGHTFACE, os.path.join(folder_paths.models_dir, INSIGHTFACE))
+    for name in (INSIGHTFACE, AUTHFACE):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
 
 
 def insightface_root(pack: str) -> str:

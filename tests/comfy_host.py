@@ -111,23 +111,48 @@ class ComfyHost:
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.loads(response.read())
 
-    def post(self, path: str, payload: dict, timeout: float = 30.0):
+    def post(self, path: str, payload: object, timeout: float = 30.0):
         request = urllib.request.Request(
             self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
+                body = response.read()
+                return json.loads(body) if body.strip() else None
         except urllib.error.HTTPError as exc:
             raise HostError(f"POST {path} -> {exc.code}: {exc.read().decode(errors='replace')}") from exc
 
     def object_info(self) -> dict:
         return self.get("/object_info", timeout=60)
 
-    def queue(self, prompt: dict) -> str:
+    def queue(self, prompt: dict, client_id: str | None = None) -> str:
         """Queue an API-format workflow; returns its prompt id."""
-        answer = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        answer = self.post("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
         return answer["prompt_id"]
+
+    def watch(self) -> "Watcher":
+        """A websocket listener for the messages of prompts queued with its ``client_id``."""
+        return Watcher(self)
+
+    def run_watching(self, prompt: dict, timeout: float = 600.0) -> tuple[dict, set[str]]:
+        """Run a prompt while listening; returns its /history entry and the ids of the nodes that
+        actually executed (not taken from cache, not skipped)."""
+        watcher = self.watch()
+        try:
+            prompt_id = self.queue(prompt, client_id=watcher.client_id)
+            executed: set[str] = set()
+
+            def finished(message: dict) -> bool:
+                data = message.get("data", {})
+                if message["type"] == "executing" and data.get("prompt_id") == prompt_id and data.get("node"):
+                    executed.add(str(data["node"]))
+                return message["type"] in ("execution_success", "execution_error", "execution_interrupted") \
+                    and data.get("prompt_id") == prompt_id
+
+            watcher.wait_for(finished, timeout)
+        finally:
+            watcher.close()
+        return self.wait(prompt_id, timeout=60), executed
 
     def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:
         """Wait for a queued prompt; returns its /history entry, raising HostError on failure."""
@@ -152,6 +177,15 @@ class ComfyHost:
         shutil.copyfile(source, self.base_dir / "input" / name)
         return name
 
+    def add_model(self, folder: str, name: str, source: Path) -> str:
+        """Link ``source`` (file or folder) as ``models/<folder>/<name>``; returns ``name``."""
+        target = self.base_dir / "models" / folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+        return name
+
     def output_files(self, entry: dict) -> list[Path]:
         """Files the prompt's output nodes saved (SaveImage/PreviewImage), as paths."""
         files = []
@@ -160,3 +194,35 @@ class ComfyHost:
                 folder = self.base_dir / image["type"]
                 files.append(folder / image.get("subfolder", "") / image["filename"])
         return files
+
+
+class Watcher:
+    """Reads a host's websocket messages (JSON ones; binary previews are skipped)."""
+
+    def __init__(self, host: ComfyHost) -> None:
+        import websocket
+
+        self.client_id = uuid.uuid4().hex
+        self.host = host
+        self.socket = websocket.create_connection(
+            f"ws://127.0.0.1:{host.port}/ws?clientId={self.client_id}", timeout=5)
+
+    def wait_for(self, predicate, timeout: float) -> dict:
+        """The first message for which ``predicate(message)`` is true; HostError after ``timeout``."""
+        import websocket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                raw = self.socket.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if isinstance(raw, bytes):
+                continue
+            message = json.loads(raw)
+            if predicate(message):
+                return message
+        raise HostError(f"no matching websocket message within {timeout:.0f} s\n{self.host.log_tail()}")
+
+    def close(self) -> None:
+        self.socket.close()

@@ -25,6 +25,19 @@ def t1_photo() -> Path:
 
 
 @pytest.fixture(scope="session")
+def t1_png(t1_photo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """t1.jpg decoded once and stored losslessly: the pixels every host test compares against.
+
+    JPEG decoders disagree by a few levels (ComfyUI's process decodes t1.jpg up to 24 levels away
+    from this process's Pillow), so host tests feed PNG."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photos") / "t1.png"
+    Image.open(t1_photo).convert("RGB").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def hanks_photo() -> Path:
     return _package_dir("insightface") / "data" / "images" / "Tom_Hanks_54745.png"
 
