@@ -232,3 +232,30 @@ def test_crops_not_matching_the_conditioning_size_are_refused(comfy_host: ComfyH
     prompt["3"]["inputs"].update(width=512, height=512)
     with pytest.raises(HostError, match="set AuthFace Conditioning's width/height"):
         comfy_host.run(prompt, timeout=600)
+
+
+def test_single_file_route_with_builtin_loaders(comfy_host: ComfyHost, release: Path, aligned_face: Path) -> None:
+    """An SDXL single-file checkpoint (written by ComfyUI's CheckpointSave from the release) and the
+    ControlNet file, loaded by ComfyUI's built-in loaders, drive our Conditioning/Apply nodes."""
+    prefix = f"checkpoints/authface_{comfy_host.version.replace('.', '_')}"
+    comfy_host.run({
+        "1": {"class_type": "AuthFaceModelLoader", "inputs": {"release": RELEASE, "weight_dtype": "default",
+                                                               "prefer_fp16_files": False}},
+        "2": {"class_type": "CheckpointSave", "inputs": {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2],
+                                                          "filename_prefix": prefix}},
+    }, timeout=1200)
+    [checkpoint] = (comfy_host.base_dir / "output" / "checkpoints").glob(f"{Path(prefix).name}_*.safetensors")
+    ckpt_name = comfy_host.add_model("checkpoints", checkpoint.name, checkpoint)
+    cn_name = comfy_host.add_model("controlnet", "authface_controlnet.safetensors",
+                                   release / "controlnet" / "diffusion_pytorch_model.safetensors")
+
+    prompt = aligned_prompt(comfy_host, aligned_face, 256, steps=2)
+    prompt["2"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}}
+    prompt["20"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": cn_name}}
+    prompt["4"]["inputs"]["control_net"] = ["20", 0]
+    prompt["10"]["inputs"]["vae"] = ["2", 2]
+    entry = comfy_host.run(prompt, timeout=1200)
+    [saved] = saved_by(comfy_host, entry, "12")
+    assert read_png(saved).shape == (256, 256, 3)
+    assert np.abs(read_png(saved) - read_png(aligned_face)).mean() > 0.02
+    assert "leftover keys" not in comfy_host.log_text()
