@@ -259,3 +259,22 @@ def test_single_file_route_with_builtin_loaders(comfy_host: ComfyHost, release: 
     assert read_png(saved).shape == (256, 256, 3)
     assert np.abs(read_png(saved) - read_png(aligned_face)).mean() > 0.02
     assert "leftover keys" not in comfy_host.log_text()
+
+
+def test_sharded_and_fp16_releases_load_and_agree(comfy_host: ComfyHost, release: Path, aligned_face: Path,
+                                                  tmp_path: Path) -> None:
+    """The loader reads sharded files with their index and *.fp16.safetensors; both hold the same model."""
+    small = tmp_path / "face_128.png"
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(aligned_face)), (128, 128), interpolation=cv2.INTER_AREA))
+    images = {}
+    for variant in ("sharded", "fp16"):
+        prompt = aligned_prompt(comfy_host, small, 128, steps=2)
+        prompt["2"]["inputs"]["release"] = comfy_host.add_model("authface", f"AuthFace_{variant}",
+                                                                cached_release(variant))
+        prompt["2"]["inputs"]["prefer_fp16_files"] = variant == "fp16"
+        [saved] = saved_by(comfy_host, comfy_host.run(prompt, timeout=1200), "12")
+        images[variant] = read_png(saved)
+    value = psnr(images["sharded"], images["fp16"])
+    print(f"ComfyUI {comfy_host.version}: sharded fp32 vs fp16 release, 2 DDIM steps: {value:.1f} dB")
+    assert value > 30.0
+    assert np.abs(images["sharded"] - read_png(small)).mean() > 0.02
