@@ -107,11 +107,11 @@ class ComfyHost:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def get(self, path: str, timeout: float = 30.0):
+    def get(self, path: str, timeout: float = 120.0):
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.loads(response.read())
 
-    def post(self, path: str, payload: object, timeout: float = 30.0):
+    def post(self, path: str, payload: object, timeout: float = 300.0):
         request = urllib.request.Request(
             self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
         )
@@ -158,7 +158,11 @@ class ComfyHost:
         """Wait for a queued prompt; returns its /history entry, raising HostError on failure."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            history = self.get(f"/history/{prompt_id}")
+            try:
+                history = self.get(f"/history/{prompt_id}")
+            except (urllib.error.URLError, TimeoutError):
+                # A host busy loading or sampling on a loaded CPU can answer slowly: ask again.
+                continue
             if prompt_id in history:
                 entry = history[prompt_id]
                 status = entry.get("status", {})
