@@ -5,7 +5,6 @@ bad models and inputs."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from pathlib import Path
 
