@@ -32,7 +32,7 @@ def test_two_processes_end_with_identical_weights(tmp_path: Path) -> None:
     result = subprocess.run(
         [torchrun(), "--nproc_per_node", "2", "-m", "training.stage2", "--cpu", "--base", str(release),
          "--data-dir", str(hq), "--landmarks", str(landmarks), "--output-dir", str(output), "--resolution", "128",
-         "--train-batch-size", "2", "--max-steps", "2", "--log-every", "1", "--dataloader-num-workers", "0",
+         "--train-batch-size", "2", "--max-train-steps", "2", "--log-every", "1", "--dataloader-num-workers", "0",
          "--learning-rate", "1e-4", "--write-param-digests"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -56,7 +56,7 @@ def test_torchrun_on_cpu_without_the_cpu_flag_is_refused(tmp_path: Path) -> None
     result = subprocess.run(
         [torchrun(), "--nproc_per_node", "2", "-m", "training.stage2", "--base", str(release), "--data-dir", str(hq),
          "--landmarks", str(landmarks), "--output-dir", str(tmp_path / "run"), "--resolution", "128",
-         "--max-steps", "1", "--train-batch-size", "1"],
+         "--max-train-steps", "1", "--train-batch-size", "1"],
         cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "pass --cpu" in result.stderr

@@ -42,7 +42,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(
         [sys.executable, "-m", "training.stage2", "--base", str(cached_release("plain")), "--data-dir", str(hq),
          "--landmarks", str(landmarks), "--output-dir", str(output), "--resolution", "64", "--train-batch-size", "1",
-         "--max-steps", "1", "--dataloader-num-workers", "0", "--learning-rate", "1e-4", "--export-dtype", "fp16",
+         "--max-train-steps", "1", "--dataloader-num-workers", "0", "--learning-rate", "1e-4", "--export-dtype", "fp16",
          "--no-save-final-checkpoint"],
         cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]

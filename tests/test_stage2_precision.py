@@ -25,9 +25,9 @@ def test_bf16_checkpointing_and_accumulation(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "training.stage2", "--base", str(release), "--data-dir", str(hq),
          "--landmarks", str(landmarks), "--output-dir", str(output), "--resolution", "128", "--train-batch-size", "2",
-         "--max-steps", "2", "--log-every", "1", "--dataloader-num-workers", "0", "--mixed-precision", "bf16",
+         "--max-train-steps", "2", "--log-every", "1", "--dataloader-num-workers", "0", "--mixed-precision", "bf16",
          "--gradient-checkpointing", "--gradient-accumulation-steps", "2", "--validation-dir", str(hq),
-         "--validation-count", "1", "--validation-every", "2", "--validation-sampling-steps", "2"],
+         "--validation-count", "1", "--validation-steps", "2", "--validation-sampling-steps", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "1 process(es) x 2 faces x 2 accumulation" in result.stderr

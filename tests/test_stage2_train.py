@@ -39,7 +39,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def training_args(ws: dict[str, Path], output: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "training.stage2", "--base", str(ws["release"]), "--data-dir", str(ws["hq"]),
             "--landmarks", str(ws["landmarks"]), "--output-dir", str(output), "--resolution", "128",
-            "--train-batch-size", "2", "--max-steps", str(STEPS), "--checkpoint-every", "2", "--log-every", "1",
+            "--train-batch-size", "2", "--max-train-steps", str(STEPS), "--checkpointing-steps", "2",
+            "--log-every", "1",
             "--dataloader-num-workers", "1", "--seed", "3", "--learning-rate", "1e-4", *extra]
 
 
@@ -62,7 +63,7 @@ def metrics(output: Path) -> dict[int, dict[str, float]]:
 def uninterrupted(workspace: dict[str, Path]) -> Path:
     output = workspace["root"] / "uninterrupted"
     run(training_args(workspace, output, "--checkpoints-total-limit", "2", "--validation-dir", str(workspace["hq"]),
-                      "--validation-count", "2", "--validation-every", "3", "--validation-sampling-steps", "2",
+                      "--validation-count", "2", "--validation-steps", "3", "--validation-sampling-steps", "2",
                       "--validation-cfg", "2"))
     return output
 

@@ -173,7 +173,8 @@ def load_extra(folder: str | Path, name: str) -> dict[str, Any]:
     path = Path(folder) / EXTRAS_DIR / f"{name}.pt"
     if not path.is_file():
         raise CheckpointError(f"{folder} holds no {name!r} state ({path} is missing): it was written by a run with "
-                              "other settings; resume with the same settings, or start a fresh run with resuming set to none")
+                              "other settings; resume with the same settings, or start afresh with "
+                              "--resume-from-checkpoint none")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

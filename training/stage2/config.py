@@ -4,7 +4,7 @@ Defaults are the paper's (Sec. 3.2, 4.1) where it gives them: ControlNet from th
 UNet, empty prompts, AdamW lr 2e-5, 512x512, a global batch of 48 (12 per GPU on its 4 GPUs),
 the logit-normal time weight with m = -0.5, s = 1, GFPGAN's component-loss weights and
 discriminator optimiser (Adam lr 2e-3, betas (0.9, 0.99)) and its degradation ranges. The paper
-does not give Stage II's iteration count; ``max_steps`` defaults to Stage I's 50k.
+does not give Stage II's iteration count; ``max_train_steps`` defaults to Stage I's 50k.
 
 Every field is a flag (``learning_rate`` -> ``--learning-rate``; booleans also take ``--no-...``;
 pairs take two numbers); flags override the file, the file overrides the defaults.
@@ -48,7 +48,7 @@ class Stage2Config:
     resolution: int = 512
     train_batch_size: int = field(default=12, metadata=help_text("faces per process and micro-step"))
     gradient_accumulation_steps: int = 1
-    max_steps: int = field(default=50_000, metadata=help_text("optimizer steps"))
+    max_train_steps: int = field(default=50_000, metadata=help_text("optimizer steps"))
     seed: int = 0
     dataloader_num_workers: int = 4
 
@@ -87,14 +87,16 @@ class Stage2Config:
     cpu: bool = field(default=False, metadata=help_text(
         "run on the CPU even if a GPU is present; needed for multi-process CPU runs (gloo)"))
 
-    checkpoint_every: int = 1000
+    checkpointing_steps: int = 1000
     checkpoints_total_limit: int | None = 3
-    resume: str = field(default="latest", metadata=help_text("latest, none, or a checkpoint folder"))
+    resume_from_checkpoint: str | None = field(default="latest", metadata=help_text(
+        "latest, none, or a checkpoint folder (or its name under output_dir/checkpoints)"))
     save_final_checkpoint: bool = field(default=True, metadata=help_text(
         "checkpoint the last step too (to train on later); --no-save-final-checkpoint keeps only the export"))
 
-    validation_dir: str | None = field(default=None, metadata=help_text("held-out aligned HQ faces; none: no validation"))
-    validation_every: int = 1000
+    validation_dir: str | None = field(default=None, metadata=help_text(
+        "held-out aligned HQ faces; none: no validation"))
+    validation_steps: int = 1000
     validation_count: int = 8
     validation_sampling_steps: int = 50
     validation_sampler: str = "ddpm"
@@ -123,8 +125,8 @@ class Stage2Config:
         for name in ("base", "data_dir", "landmarks", "output_dir"):
             if not getattr(self, name):
                 problems.append(f"{name} is required (--{name.replace('_', '-')} DIR)")
-        for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "max_steps", "checkpoint_every",
-                     "validation_every", "validation_count", "validation_sampling_steps", "log_every",
+        for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
+                     "checkpointing_steps", "validation_steps", "validation_count", "validation_sampling_steps", "log_every",
                      "validation_batch_size", "d_base_channels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -4,8 +4,8 @@ Per optimizer step and per micro-batch: :meth:`Stage2Objective.prepare` (VAE enc
 from a generator seeded by the run's seed, the micro-batch number and the process rank), the
 ControlNet step, then the discriminator step (:mod:`.step`). Every ``log_every`` steps the
 loss terms, averaged over micro-batches and processes, go to TensorBoard (``logs/``) and, on the
-main process, to ``metrics.jsonl``; every ``checkpoint_every`` steps an atomic checkpoint is
-written (:mod:`training.checkpoints`); every ``validation_every`` steps held-out faces are restored and
+main process, to ``metrics.jsonl``; every ``checkpointing_steps`` steps an atomic checkpoint is
+written (:mod:`training.checkpoints`); every ``validation_steps`` steps held-out faces are restored and
 scored (:mod:`.validation`). At the end the ControlNet is exported (:mod:`.export`).
 
 Resuming (``resume="latest"`` by default) restores the ControlNet, the discriminators, both
@@ -182,7 +182,7 @@ def train(config: Stage2Config) -> Stage2Result:
     # accelerate steps a prepared scheduler once per process per optimizer step.
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
                                  num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=config.max_steps * accelerator.num_processes)
+                                 num_training_steps=config.max_train_steps * accelerator.num_processes)
     controlnet, optimizer, lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
     extras = {"discriminators": discriminators, "discriminator_optimizer": d_optimizer}
     if accelerator.num_processes > 1:
@@ -201,7 +201,7 @@ def train(config: Stage2Config) -> Stage2Result:
         for stale in remove_partial(checkpoints):
             logger.warning("removed %s, left by a run stopped while saving", stale)
     accelerator.wait_for_everyone()
-    checkpoint = resolve_resume(checkpoints, config.resume)
+    checkpoint = resolve_resume(checkpoints, config.resume_from_checkpoint)
     if checkpoint is not None:
         saved = load_checkpoint(accelerator, checkpoint, extras)
         step = int(saved["step"])
@@ -224,7 +224,7 @@ def train(config: Stage2Config) -> Stage2Result:
     if accelerator.is_main_process:
         logger.info("Stage II: %d faces, %d process(es) x %d faces x %d accumulation, steps %d -> %d",
                     len(dataset), accelerator.num_processes, config.train_batch_size,
-                    config.gradient_accumulation_steps, step, config.max_steps)
+                    config.gradient_accumulation_steps, step, config.max_train_steps)
 
     def log(scalars: dict[str, float]) -> None:
         accelerator.log(scalars, step=step)
@@ -257,7 +257,7 @@ def train(config: Stage2Config) -> Stage2Result:
     terms = _Terms()
     last_checkpoint = step
     batches = iter(loader)
-    while step < config.max_steps:
+    while step < config.max_train_steps:
         batch = next(batches)
         generator = torch.Generator(device=device).manual_seed(
             micro_batch_seed(config.seed, micro_batch, accelerator.process_index))
@@ -270,16 +270,16 @@ def train(config: Stage2Config) -> Stage2Result:
         if not accelerator.sync_gradients:
             continue
         step += 1
-        if step % config.log_every == 0 or step == config.max_steps:
+        if step % config.log_every == 0 or step == config.max_train_steps:
             scalars = {TAGS[key]: value for key, value in terms.mean_over_processes(accelerator).items()}
             log({**scalars, "lr": lr_scheduler.get_last_lr()[0]})
             if accelerator.is_main_process:
-                logger.info("step %d/%d  L_total %.4f  L_noise %.4f  L_facial %.4f", step, config.max_steps,
+                logger.info("step %d/%d  L_total %.4f  L_noise %.4f  L_facial %.4f", step, config.max_train_steps,
                             scalars["loss/total"], scalars["loss/noise"], scalars["loss/facial"])
-        if step % config.checkpoint_every == 0:
+        if step % config.checkpointing_steps == 0:
             checkpoint_now()
             last_checkpoint = step
-        if held_out is not None and step % config.validation_every == 0:
+        if held_out is not None and step % config.validation_steps == 0:
             run_validation(held_out)
     del batches
 
