@@ -76,6 +76,9 @@ def test_every_loss_term_is_trained_and_logged(uninterrupted: Path) -> None:
             assert scalars[tag] > 0, (step, tag)
         assert scalars["loss/total"] == pytest.approx(scalars["loss/noise"] + scalars["loss/facial"], rel=1e-5)
         assert scalars["lr"] == pytest.approx(1e-4)
+    # Each step's own time: checkpoints (every 2 steps) and validations (every 3) left out.
+    seconds = [scalars["time/seconds_per_step"] for scalars in logged.values()]
+    assert all(0 < s < 60 for s in seconds), seconds
     for step in (3, 6):
         assert 5 < logged[step]["val/psnr"] < 60 and -1 < logged[step]["val/ssim"] < 1
 

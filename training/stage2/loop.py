@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,9 +255,16 @@ def train(config: Stage2Config) -> Stage2Result:
                         config.checkpoints_total_limit, extras,
                         {CONTROLNET_CONFIG_FILE: json.dumps(controlnet_config(model), indent=2) + "\n"})
 
+    from tqdm.auto import tqdm
+
     terms = _Terms()
     last_checkpoint = step
     batches = iter(loader)
+    progress = tqdm(total=config.max_train_steps, initial=step, desc="stage2", unit="step",
+                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    # Seconds per step are averaged over the training steps of a logging window; the time spent
+    # checkpointing and validating is left out.
+    window_start, window_step = time.perf_counter(), step
     while step < config.max_train_steps:
         batch = next(batches)
         generator = torch.Generator(device=device).manual_seed(
@@ -272,15 +280,22 @@ def train(config: Stage2Config) -> Stage2Result:
         step += 1
         if step % config.log_every == 0 or step == config.max_train_steps:
             scalars = {TAGS[key]: value for key, value in terms.mean_over_processes(accelerator).items()}
-            log({**scalars, "lr": lr_scheduler.get_last_lr()[0]})
-            if accelerator.is_main_process:
-                logger.info("step %d/%d  L_total %.4f  L_noise %.4f  L_facial %.4f", step, config.max_train_steps,
-                            scalars["loss/total"], scalars["loss/noise"], scalars["loss/facial"])
+            seconds = (time.perf_counter() - window_start) / (step - window_step)
+            log({**scalars, "lr": lr_scheduler.get_last_lr()[0], "time/seconds_per_step": seconds})
+            window_start, window_step = time.perf_counter(), step
+            progress.set_postfix(loss=f"{scalars['loss/total']:.4f}", facial=f"{scalars['loss/facial']:.4f}",
+                                 s_step=f"{seconds:.2f}")
+        progress.update(1)
+        paused = False
         if step % config.checkpointing_steps == 0:
             checkpoint_now()
-            last_checkpoint = step
+            last_checkpoint, paused = step, True
         if held_out is not None and step % config.validation_steps == 0:
             run_validation(held_out)
+            paused = True
+        if paused:
+            window_start, window_step = time.perf_counter(), step
+    progress.close()
     del batches
 
     if config.save_final_checkpoint and last_checkpoint != step:
