@@ -107,6 +107,32 @@ class ComfyHost:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the host process (Linux ``/proc``); 0 when it is not running."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except (AttributeError, OSError):
+            return 0
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+
+    def free_memory(self, timeout: float = 120.0) -> int:
+        """Unload the host's models and drop its node cache (``POST /free``), then wait until its
+        resident memory stops shrinking. A CPU host keeps every model it has loaded in RAM; a test
+        that needs the RAM itself (a training run) calls this first. Returns the bytes released."""
+        before = self.rss_bytes()
+        self.post("/free", {"unload_models": True, "free_memory": True})
+        deadline = time.monotonic() + timeout
+        previous = before
+        time.sleep(2.0)
+        while time.monotonic() < deadline:
+            current = self.rss_bytes()
+            if current > previous - 16 * 1024**2:
+                break
+            previous = current
+            time.sleep(2.0)
+        return before - self.rss_bytes()
+
     def get(self, path: str, timeout: float = 120.0):
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.loads(response.read())

@@ -51,3 +51,12 @@ def comfy_host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         yield host
     finally:
         host.stop()
+
+
+@pytest.fixture(scope="module")
+def idle_comfy_host(comfy_host: ComfyHost) -> ComfyHost:
+    """``comfy_host`` with the models of earlier tests unloaded, for modules that need the RAM
+    themselves (training runs beside a host that already holds a release: 23 GB is not enough
+    for both)."""
+    comfy_host.free_memory()
+    return comfy_host

@@ -308,10 +308,10 @@ def test_prompts_change_the_text_encoders_output(conditioning: dict[str, torch.T
     assert changes["pooled"] > 0.1
 
 
+@torch.no_grad()
 def test_hint_changes_the_controlnet_residuals(
         unet: torch.nn.Module, controlnet: torch.nn.Module, conditioning: dict[str, torch.Tensor],
         astronaut: Path, hanks_photo: Path) -> None:
-    torch.set_grad_enabled(False)
     size = 256
     latent = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(1))
     timestep = torch.tensor([400])

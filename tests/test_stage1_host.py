@@ -44,9 +44,10 @@ def _sample_branch(prefix: str, model: list, first_id: int) -> dict:
     }
 
 
-def test_unet_loader_reads_the_export_completely(comfy_host: ComfyHost, exported: Path) -> None:
-    comfy_host.add_model("authface", RELEASE, cached_release("plain"))
-    name = comfy_host.add_model("diffusion_models", f"stage1-{uuid.uuid4().hex[:8]}.safetensors", exported)
+def test_unet_loader_reads_the_export_completely(idle_comfy_host: ComfyHost, exported: Path) -> None:
+    host = idle_comfy_host  # earlier tests' models unloaded before `exported` loads the UNet
+    host.add_model("authface", RELEASE, cached_release("plain"))
+    name = host.add_model("diffusion_models", f"stage1-{uuid.uuid4().hex[:8]}.safetensors", exported)
     tag = uuid.uuid4().hex[:8]
     prompt = {
         "1": {"class_type": "AuthFaceModelLoader",
@@ -58,14 +59,14 @@ def test_unet_loader_reads_the_export_completely(comfy_host: ComfyHost, exported
         **_sample_branch(f"stage1/{tag}_export", ["2", 0], 10),
         **_sample_branch(f"stage1/{tag}_release", ["1", 0], 20),
     }
-    log_start = len(comfy_host.log_text())
-    entry = comfy_host.run(prompt, timeout=600)
-    log = comfy_host.log_text()[log_start:]
+    log_start = len(host.log_text())
+    entry = host.run(prompt, timeout=600)
+    log = host.log_text()[log_start:]
     assert "model_type EPS" in log  # the UNETLoader's load is in the part of the log checked
     assert not [line for line in log.splitlines() if any(p in line for p in DROPPED_WEIGHT_LINES)], log[-3000:]
 
     outputs = entry["outputs"]
-    paths = {node: comfy_host.base_dir / "output" / image["subfolder"] / image["filename"]
+    paths = {node: host.base_dir / "output" / image["subfolder"] / image["filename"]
              for node in ("12", "22") for image in outputs[node]["images"]}
     export_image = np.asarray(Image.open(paths["12"]))
     release_image = np.asarray(Image.open(paths["22"]))

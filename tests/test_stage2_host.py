@@ -85,27 +85,29 @@ def with_controlnet_file(host: ComfyHost, prompt: dict, name: str, path: Path) -
     return prompt
 
 
-def test_trained_controlnet_runs_in_comfyui(comfy_host: ComfyHost, export: Path, face: Path, tmp_path: Path) -> None:
+def test_trained_controlnet_runs_in_comfyui(idle_comfy_host: ComfyHost, export: Path, face: Path,
+                                            tmp_path: Path) -> None:
+    host = idle_comfy_host  # earlier tests' models unloaded before the training run of `export`
     fixture = cached_release("plain")
     trained = assemble_release(fixture, export / "controlnet", tmp_path / "release")
-    comfy_host.add_model("authface", "stage2_trained", trained)
-    ours = run_and_read(comfy_host, aligned_prompt(comfy_host, face, "stage2_trained"))
+    host.add_model("authface", "stage2_trained", trained)
+    ours = run_and_read(host, aligned_prompt(host, face, "stage2_trained"))
 
     # The next prompts reuse the release loader's cached output (UNet, CLIP, VAE are the
     # fixture's) and swap only the ControlNet, loaded by ComfyUI's own ControlNetLoader.
-    log_start = len(comfy_host.log_text())
-    single = run_and_read(comfy_host, with_controlnet_file(
-        comfy_host, aligned_prompt(comfy_host, face, "stage2_trained"), "authface_stage2.safetensors",
+    log_start = len(host.log_text())
+    single = run_and_read(host, with_controlnet_file(
+        host, aligned_prompt(host, face, "stage2_trained"), "authface_stage2.safetensors",
         export / SINGLE_FILE_NAME))
-    new_log = comfy_host.log_text()[log_start:].lower()
+    new_log = host.log_text()[log_start:].lower()
     assert "controlnet" in new_log
     assert not [phrase for phrase in DROPPED if phrase in new_log], new_log[-2000:]
     assert float(np.abs(single - ours).max()) <= 2 / 65535, "the single file is not the exported ControlNet"
 
-    original = run_and_read(comfy_host, with_controlnet_file(
-        comfy_host, aligned_prompt(comfy_host, face, "stage2_trained"), "fixture_controlnet.safetensors",
+    original = run_and_read(host, with_controlnet_file(
+        host, aligned_prompt(host, face, "stage2_trained"), "fixture_controlnet.safetensors",
         fixture / "controlnet" / "diffusion_pytorch_model.safetensors"))
     difference = float(np.abs(ours - original).mean())
-    print(f"ComfyUI {comfy_host.version}: trained vs fixture ControlNet, mean |diff| {difference:.4f}")
+    print(f"ComfyUI {host.version}: trained vs fixture ControlNet, mean |diff| {difference:.4f}")
     assert difference > 0.01, "the workflow did not run the exported ControlNet"
-    comfy_host.post("/free", {"unload_models": True, "free_memory": True})
+    host.post("/free", {"unload_models": True, "free_memory": True})
