@@ -68,6 +68,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def open_app(driver, host: ComfyHost, timeout: float = 120.0) -> None:
     # A first visit opens the templates browser over the canvas; mark the tour as done.
     host.post("/settings/Comfy.TutorialCompleted", True)
+    # Otherwise each reload restores the previous test's workflow asynchronously, and it can land
+    # on top of the one loaded here (seen once: the aligned workflow inspected as the photo one).
+    host.post("/settings/Comfy.Workflow.Persist", False)
     driver.get(host.url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
