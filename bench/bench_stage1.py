@@ -28,19 +28,12 @@ from pathlib import Path
 
 import torch
 
+from .sdxl_shapes import SDXL_UNET_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 WARMUP_STEPS = 5
 
-# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the fields that shape the weights).
-SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20), use_linear_projection=True, cross_attention_dim=2048,
-    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 
 
 def _speed(steps: int) -> dict[str, float]:
@@ -84,7 +77,7 @@ def _parameter_counts() -> dict[str, int]:
     comfy = REPO / ".cache" / "hosts" / "comfyui-0.30.0" / "comfy"
     with init_empty_weights():
         models = {
-            "unet": UNet2DConditionModel(**SDXL_UNET),
+            "unet": UNet2DConditionModel(**SDXL_UNET_CONFIG),
             "text_encoder": CLIPTextModel(CLIPTextConfig.from_json_file(str(comfy / "sd1_clip_config.json"))),
             "text_encoder_2": CLIPTextModelWithProjection(
                 CLIPTextConfig.from_json_file(str(comfy / "clip_config_bigg.json"))),

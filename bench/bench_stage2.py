@@ -41,6 +41,8 @@ from authface_core.losses.time_weight import TimeWeighting
 from training.stage2.models import make_controlnet, make_discriminators
 from training.stage2.step import Stage2Objective, controlnet_update, discriminator_update
 
+from .sdxl_shapes import SDXL_UNET_CONFIG
+
 TINY_SIZE = 128
 TINY_BATCH = 2
 TINY_CONTEXT = 48
@@ -129,17 +131,6 @@ def tiny_figures(steps: int) -> None:
     print(f"  LQ synthesis (GFPGAN degradation, data-loader side): {_degradation_ms():.1f} ms per 512x512 face")
 
 
-def sdxl_unet_config() -> dict[str, Any]:
-    """stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the shape of AuthFace's UNet)."""
-    return dict(
-        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-        use_linear_projection=True, cross_attention_dim=2048, addition_embed_type="text_time",
-        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
-
-
 class _SavedBytes:
     """Adds up the bytes of tensors autograd saves (parameters excluded: they are counted as
     weights), overall, for attention probability maps (square in the last two dimensions, one
@@ -198,7 +189,7 @@ def memory_plan(batch: int, gpus: int) -> None:
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     with init_empty_weights():
-        unet = UNet2DConditionModel(**sdxl_unet_config())
+        unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
         controlnet = ControlNetModel.from_unet(unet, load_weights_from_unet=False)
     unet.to(torch.bfloat16).requires_grad_(False)
     controlnet.to(torch.bfloat16)

@@ -54,21 +54,13 @@ import torch
 
 from authface_core.prompts import RELEASE_CFG, RELEASE_STEPS
 
+from .sdxl_shapes import SDXL_UNET_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOST = REPO / ".cache" / "hosts" / "comfyui-0.30.0"
 WORKERS = ("generate", "comfyui", "diffusers")
 SEED = 0
 CONTEXT_TOKENS = 77
-# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the AuthFace UNet is its fine-tune);
-# mid block: diffusers' default UNetMidBlock2DCrossAttn with transformer_layers_per_block[-1] = 10.
-SDXL_UNET_CONFIG: dict[str, Any] = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20), use_linear_projection=True, cross_attention_dim=2048,
-    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 # The AuthFace ControlNet's hint encoder (DESIGN.md section 2).
 CONDITIONING_CHANNELS = (16, 32, 96, 256)
 # Single files: ComfyUI's side reads them as the AuthFace loader does; diffusers would shard at 10 GB.
