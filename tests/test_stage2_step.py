@@ -21,7 +21,8 @@ from stage2_data import prepared_faces
 from test_pipeline import build_tiny_release
 from training.stage2.data import Stage2Dataset
 from training.stage2.loop import _alphas_cumprod
-from training.stage2.models import FrozenParts, load_frozen_parts, make_controlnet, make_discriminators
+from training.sdxl_parts import SDXLParts
+from training.stage2.models import load_frozen_parts, make_controlnet, make_discriminators
 from training.stage2.step import Stage2Objective, StepInputs, controlnet_update, discriminator_update
 
 RESOLUTION = 128
@@ -42,7 +43,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
 @dataclass
 class Setup:
     accelerator: object
-    parts: FrozenParts
+    parts: SDXLParts
     objective: Stage2Objective
     optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer

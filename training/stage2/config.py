@@ -126,8 +126,8 @@ class Stage2Config:
             if not getattr(self, name):
                 problems.append(f"{name} is required (--{name.replace('_', '-')} DIR)")
         for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
-                     "checkpointing_steps", "validation_steps", "validation_count", "validation_sampling_steps", "log_every",
-                     "validation_batch_size", "d_base_channels"):
+                     "checkpointing_steps", "validation_steps", "validation_count", "validation_sampling_steps",
+                     "log_every", "validation_batch_size", "d_base_channels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.resolution % 8:

@@ -10,7 +10,6 @@ release or SDXL base with the Stage I UNet, which may live elsewhere (``unet`` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +19,11 @@ from torch import nn
 from authface_core.errors import ModelFileError
 from authface_core.losses.discriminator import ComponentDiscriminator
 from authface_core.losses.facial import COMPONENTS
-from authface_core.pipeline.sampling import read_schedule
-from authface_core.release import SCHEDULER_COMPONENT, SCHEDULER_CONFIG
+from training.sdxl_parts import SDXLParts, load_sdxl_parts
 
 BASE_PARTS: tuple[str, ...] = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 # conditioning_embedding_out_channels of the released ControlNet (DESIGN.md section 2).
 HINT_CHANNELS: tuple[int, ...] = (16, 32, 96, 256)
-
-
-@dataclass
-class FrozenParts:
-    """The Stage I models that Stage II keeps fixed, in eval mode with ``requires_grad=False``:
-    ``unet`` and the text encoders in the run's weight dtype, ``vae`` in float32 (SDXL's VAE
-    overflows in fp16). ``schedule`` is the noise schedule (``pipeline.sampling.read_schedule``).
-    The text encoders may be dropped (set to None) once the empty prompt is encoded."""
-
-    unet: Any
-    vae: Any
-    text_encoder: Any | None
-    text_encoder_2: Any | None
-    tokenizer: Any
-    tokenizer_2: Any
-    schedule: dict[str, Any]
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -65,30 +47,19 @@ def check_base(base: Path, unet: Path | None) -> Path:
 
 
 def load_frozen_parts(base: str | Path, unet: str | Path | None = None, device: torch.device | str = "cpu",
-                      weight_dtype: torch.dtype = torch.float32) -> FrozenParts:
-    """Load the frozen parts (module docstring) with diffusers/transformers ``from_pretrained``
-    (safetensors, fp16 variants, shards): VAE and text encoders on ``device``, the UNet in float32
-    on the CPU, so that :func:`make_controlnet` copies full-precision weights without a float32
-    UNet ever sitting on the accelerator; move it with :func:`place_unet`."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
+                      weight_dtype: torch.dtype = torch.float32) -> SDXLParts:
+    """The frozen parts (module docstring), all in eval mode with ``requires_grad=False``: VAE
+    (float32) and text encoders (``weight_dtype``) on ``device``, the UNet in float32 on the CPU,
+    so that :func:`make_controlnet` copies full-precision weights without a float32 UNet ever
+    sitting on the accelerator; move it with :func:`place_unet`."""
     base = Path(base)
     unet_dir = check_base(base, Path(unet) if unet is not None else None)
-    scheduler = base / SCHEDULER_COMPONENT / SCHEDULER_CONFIG
-    return FrozenParts(
-        unet=_freeze(UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32)),
-        vae=_freeze(AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch.float32).to(device)),
-        text_encoder=_freeze(CLIPTextModel.from_pretrained(base / "text_encoder", dtype=weight_dtype).to(device)),
-        text_encoder_2=_freeze(
-            CLIPTextModelWithProjection.from_pretrained(base / "text_encoder_2", dtype=weight_dtype).to(device)),
-        tokenizer=CLIPTokenizer.from_pretrained(base / "tokenizer"),
-        tokenizer_2=CLIPTokenizer.from_pretrained(base / "tokenizer_2"),
-        schedule=read_schedule(scheduler if scheduler.is_file() else None),
-    )
+    parts = load_sdxl_parts(base, device, weight_dtype, torch.float32, unet_dir)
+    _freeze(parts.unet)
+    return parts
 
 
-def place_unet(parts: FrozenParts, device: torch.device | str, weight_dtype: torch.dtype) -> None:
+def place_unet(parts: SDXLParts, device: torch.device | str, weight_dtype: torch.dtype) -> None:
     """Move the frozen UNet to ``device`` in the run's weight dtype (after the ControlNet copied it)."""
     parts.unet.to(device)
     if weight_dtype != torch.float32:

@@ -17,9 +17,9 @@ from torch import Tensor
 
 from authface_core.pipeline import AuthFacePipeline
 from authface_core.pipeline.loading import ReleaseModels
+from training.sdxl_parts import SDXLParts
 
 from .metrics import psnr, ssim
-from .models import FrozenParts
 
 GRID_GAP = 4  # px of white between grid cells
 
@@ -35,7 +35,7 @@ class ValidationResult:
     grid: np.ndarray
 
 
-def validation_pipeline(parts: FrozenParts, controlnet: Any, device: torch.device | str) -> AuthFacePipeline:
+def validation_pipeline(parts: SDXLParts, controlnet: Any, device: torch.device | str) -> AuthFacePipeline:
     """A restore pipeline over the in-memory models (the text encoders must still be loaded)."""
     if parts.text_encoder is None or parts.text_encoder_2 is None:
         raise ValueError("validation needs the text encoders; they were released after encoding the empty prompt")
