@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 import cv2
 import numpy as np
@@ -44,18 +41,10 @@ from authface_core.faces.paste import paste_faces
 from authface_core.images import to_rgb_float
 from authface_core.prompts import RELEASE_STEPS
 
+from .timing import median_seconds
+
 DESIGN_STEP_SECONDS = 31.4  # DESIGN.md section 4: ControlNet 10.3 s + UNet 21.1 s, 512x512, this machine
 DESIGN_STEP_SOURCE = "DESIGN.md section 4, this machine, diffusers fp32 CPU: ControlNet 10.3 s + UNet 21.1 s"
-
-
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _t1_path() -> str:
@@ -104,14 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     restored = lq.clone()
 
     stages = {
-        "read + convert": _median_seconds(lambda: _read(path), args.repeats),
-        "detect (dlib HOG + 68 landmarks)": _median_seconds(lambda: detect_faces([photo], detector), args.repeats),
-        f"align ({count} x {args.size} crops, FFHQ)": _median_seconds(
+        "read + convert": median_seconds(lambda: _read(path), args.repeats),
+        "detect (dlib HOG + 68 landmarks)": median_seconds(lambda: detect_faces([photo], detector), args.repeats),
+        f"align ({count} x {args.size} crops, FFHQ)": median_seconds(
             lambda: align_faces([photo], faces, size=args.size, method="ffhq"), args.repeats),
-        "colour fix (wavelet)": _median_seconds(lambda: color_fix(restored, lq, "wavelet"), args.repeats),
-        "paste back (square mask)": _median_seconds(lambda: paste_faces(photo, crops, aligned.aligned), args.repeats),
+        "colour fix (wavelet)": median_seconds(lambda: color_fix(restored, lq, "wavelet"), args.repeats),
+        "paste back (square mask)": median_seconds(lambda: paste_faces(photo, crops, aligned.aligned), args.repeats),
     }
-    face_mask_paste = _median_seconds(lambda: paste_faces(photo, crops, aligned.aligned, mask="face"), args.repeats)
+    face_mask_paste = median_seconds(lambda: paste_faces(photo, crops, aligned.aligned, mask="face"), args.repeats)
     total = sum(stages.values())
 
     print(f"t1.jpg {width}x{height}, {count} faces, crops {args.size}x{args.size}; {torch.get_num_threads()} CPU "

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -31,20 +28,12 @@ from authface_core.faces.detect import detect_faces
 from authface_core.faces.paste import paste_faces
 from authface_core.faces.types import DetectedFace, FaceSet, five_points_from_68
 
+from .timing import median_seconds
+
 SCALE = 3
 SIZE = 512
 REPEATS_OURS = 7
 REPEATS_FACEXLIB = 3
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -100,12 +89,12 @@ def main() -> None:
           f"face regions {face_area.mean() * 100:.1f}% of the photo")
 
     crops, aligned = align_faces([photo], faces, size=SIZE, method="five_point")
-    ours_s = _median_seconds(lambda: paste_faces(photo, crops, aligned.aligned), REPEATS_OURS)
+    ours_s = median_seconds(lambda: paste_faces(photo, crops, aligned.aligned), REPEATS_OURS)
     ours = paste_faces(photo, crops, aligned.aligned)
     ours_u8 = np.round(ours * 255.0) / 255.0
     ffhq_crops, ffhq = align_faces([photo], faces, size=SIZE, method="ffhq")
-    ffhq_s = _median_seconds(lambda: paste_faces(photo, ffhq_crops, ffhq.aligned), REPEATS_OURS)
-    ours_face_s = _median_seconds(lambda: paste_faces(photo, crops, aligned.aligned, mask="face"), REPEATS_OURS)
+    ffhq_s = median_seconds(lambda: paste_faces(photo, ffhq_crops, ffhq.aligned), REPEATS_OURS)
+    ours_face_s = median_seconds(lambda: paste_faces(photo, crops, aligned.aligned, mask="face"), REPEATS_OURS)
 
     with tempfile.TemporaryDirectory() as model_dir:
         helper = _facexlib_helper(model_dir)
@@ -115,7 +104,7 @@ def main() -> None:
         helper.get_inverse_affine()
         for crop in helper.cropped_faces:
             helper.add_restored_face(crop)
-        theirs_s = _median_seconds(helper.paste_faces_to_input_image, REPEATS_FACEXLIB)
+        theirs_s = median_seconds(helper.paste_faces_to_input_image, REPEATS_FACEXLIB)
         theirs_bgr = helper.paste_faces_to_input_image()
     theirs = cv2.cvtColor(theirs_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 

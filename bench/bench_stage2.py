@@ -26,6 +26,7 @@ Run: ``python -m bench.bench_stage2 [--steps 10] [--batch 12] [--gpus 4]``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from training.stage2.models import make_controlnet, make_discriminators
 from training.stage2.step import Stage2Objective, controlnet_update, discriminator_update
 
 from .sdxl_shapes import SDXL_UNET_CONFIG
+from .timing import median_seconds
 
 TINY_SIZE = 128
 TINY_BATCH = 2
@@ -100,13 +102,9 @@ def _tiny_step(weighting: str) -> Callable[[int], None]:
 
 
 def _seconds_per_step(step: Callable[[int], None], steps: int) -> float:
-    step(0)  # warm-up
-    times = []
-    for index in range(1, steps + 1):
-        start = time.perf_counter()
-        step(index)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of ``step(1..steps)`` after ``step(0)`` as warm-up."""
+    indices = itertools.count()
+    return median_seconds(lambda: step(next(indices)), steps)
 
 
 def _degradation_ms(count: int = 10) -> float:
