@@ -51,6 +51,8 @@ from authface_core.faces.detect import FaceDetector, detect_faces, get_detector
 from authface_core.faces.types import DetectedFace
 from authface_core.images import to_rgb_float
 
+from training.files import write_atomic
+
 from .captions import CaptionError, compose_prompt, find_caption_file, read_caption
 from .quality import QualityThresholds, assess
 
@@ -153,13 +155,6 @@ def read_photo(path: Path) -> tuple[np.ndarray, bool]:
     return rgb, grey
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(temp)
-    os.replace(temp, path)
-
-
 def _write_png(path: Path, crop: np.ndarray) -> None:
     """Write an HxWx3 float RGB crop in [0, 1] as an 8-bit PNG (rounded)."""
     pixels = np.rint(crop * 255.0).astype(np.uint8)
@@ -170,7 +165,7 @@ def _write_png(path: Path, crop: np.ndarray) -> None:
             raise OSError(f"OpenCV could not encode {path} as PNG")
         temp.write_bytes(encoded.tobytes())
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
 def _list_photos(raw: Path) -> list[Path]:
@@ -258,13 +253,13 @@ class FacePreparer:
         _write_png(image_path, crop)
         landmarks_path = folder / f"{crop_name}{LANDMARKS_SUFFIX}"
         text = json.dumps(landmarks) + "\n"
-        _write_atomic(landmarks_path, lambda temp: temp.write_text(text, encoding="utf-8"))
+        write_atomic(landmarks_path, lambda temp: temp.write_text(text, encoding="utf-8"))
         written = {"image": str(image_path.relative_to(self.out)),
                    "landmarks": str(landmarks_path.relative_to(self.out))}
         sidecar = find_caption_file(photo)
         if sidecar is not None:
             target = folder / (crop_name + sidecar.name[len(photo.stem):])
-            _write_atomic(target, lambda temp: shutil.copyfile(sidecar, temp))
+            write_atomic(target, lambda temp: shutil.copyfile(sidecar, temp))
             written["caption"] = str(target.relative_to(self.out))
         return written
 

@@ -14,24 +14,16 @@ Files are written under temporary names and renamed into place, so an export is 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from training.files import cast_state, link_or_copy, write_atomic
+
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 SINGLE_FILE = "authface_stage1_unet.safetensors"
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
 
 
 def export_unet(
@@ -52,22 +44,13 @@ def export_unet(
 
     folder = Path(out_dir) / "unet"
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().contiguous()
-        for key, value in state_dict.items()
-    }
+    tensors = cast_state(state_dict, dtype)
     settings = {key: value for key, value in dict(config).items() if not key.startswith("_")}
     settings = {"_class_name": "UNet2DConditionModel", "_diffusers_version": diffusers.__version__, **settings}
     text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
-    _write_atomic(folder / "config.json", lambda path: path.write_text(text, encoding="utf-8"))
+    write_atomic(folder / "config.json", lambda path: path.write_text(text, encoding="utf-8"))
     weights = folder / UNET_WEIGHTS
-    _write_atomic(weights, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
+    write_atomic(weights, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
 
-    single = Path(out_dir) / single_file
-    temp = single.with_name(f".{single.name}.tmp-{os.getpid()}")
-    try:
-        os.link(weights, temp)
-    except OSError:
-        shutil.copyfile(weights, temp)
-    os.replace(temp, single)
+    single = link_or_copy(weights, Path(out_dir) / single_file)
     return folder, single

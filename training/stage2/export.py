@@ -5,7 +5,7 @@
 - ``controlnet/config.json`` + ``controlnet/diffusion_pytorch_model.safetensors`` (``.fp16``
   before ``.safetensors`` for an fp16 export): the diffusers folder an AuthFace release holds,
   read by the node pack's ``AuthFaceModelLoader``, :mod:`authface_core.release` and diffusers;
-- ``authface_controlnet.safetensors``: the same tensors in one file, diffusers key names, which
+- ``authface_controlnet.safetensors``: the same file (a hard link where possible), which
   ComfyUI's ``ControlNetLoader`` (``models/controlnet/``) recognises as a diffusers SDXL
   ControlNet (by ``controlnet_cond_embedding.conv_in.weight``) and converts itself.
 
@@ -32,6 +32,7 @@ import torch
 from authface_core.errors import ModelFileError
 from authface_core.release import SCHEDULER_COMPONENT, check_release
 from training.checkpoints import MODEL_FILE, read_state
+from training.files import cast_state, link_or_copy
 
 from .models import BASE_PARTS
 
@@ -55,11 +56,6 @@ def controlnet_config(controlnet: Any) -> dict[str, Any]:
     return json.loads(controlnet.to_json_string())
 
 
-def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    return {key: (value.to(dtype) if value.is_floating_point() else value).detach().to("cpu").contiguous()
-            for key, value in state.items()}
-
-
 def export_controlnet(config: Mapping[str, Any], state: Mapping[str, torch.Tensor], out_dir: str | Path,
                       dtype: torch.dtype = torch.float32) -> ExportedControlNet:
     """Write the folder and the single file (module docstring) from a ControlNet's diffusers
@@ -74,7 +70,7 @@ def export_controlnet(config: Mapping[str, Any], state: Mapping[str, torch.Tenso
         raise ValueError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = _cast(state, dtype)
+    tensors = cast_state(state, dtype)
     suffix = ".fp16.safetensors" if dtype == torch.float16 else ".safetensors"
     folder = out / "controlnet"
     temp = out / ".controlnet.tmp"
@@ -86,9 +82,7 @@ def export_controlnet(config: Mapping[str, Any], state: Mapping[str, torch.Tenso
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(temp, folder)
-    single = out / SINGLE_FILE_NAME
-    save_file(tensors, str(single.with_suffix(".tmp")), metadata={"format": "pt"})
-    os.replace(single.with_suffix(".tmp"), single)
+    single = link_or_copy(folder / f"{WEIGHTS_STEM}{suffix}", out / SINGLE_FILE_NAME)
     return ExportedControlNet(folder=folder, single_file=single)
 
 
