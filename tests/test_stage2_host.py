@@ -34,8 +34,10 @@ DROPPED = ("leftover keys", "missing controlnet keys")
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The export of one Stage II step on the fixture release (frozen fixture UNet, fresh ControlNet)."""
+def export(idle_comfy_host: ComfyHost, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The export of one Stage II step on the fixture release (frozen fixture UNet, fresh ControlNet),
+    trained once per host after that host unloaded its models: host and training do not both fit
+    in 23 GB otherwise."""
     root = tmp_path_factory.mktemp("stage2_host")
     hq, landmarks = prepared_faces(root)
     output = root / "run"
