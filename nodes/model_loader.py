@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import TypeVar
 
 import comfy.controlnet
 import comfy.sd
@@ -14,15 +13,14 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from authface_core.errors import ModelFileError
-from authface_core.release import check_release, clip_text_keys, load_checked_state_dict
+from authface_core.release import ReleaseLayout, check_release, clip_text_keys, load_checked_state_dict
+from authface_core.release.dropped import check_nothing_dropped, element_count
 
 from .model_paths import AUTHFACE, register_model_folders
 
-log = logging.getLogger("authface")
+T = TypeVar("T")
 
 WEIGHT_DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-# Phrases ComfyUI logs when a preset matched but some weights were left out.
-DROPPED_WEIGHT_PHRASES = ("missing", "unexpected", "leftover keys")
 
 
 def release_folders() -> list[str]:
@@ -48,30 +46,6 @@ def release_path(name: str) -> str:
                          "tokenizer_2/, scheduler/) in a folder there")
 
 
-class _DroppedWeights(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if any(phrase in message.lower() for phrase in DROPPED_WEIGHT_PHRASES):
-            self.lines.append(message[:300])
-
-
-@contextlib.contextmanager
-def _watch_dropped(part: str, folder: str) -> Iterator[None]:
-    handler = _DroppedWeights()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-    for line in handler.lines:
-        log.warning("AuthFace: ComfyUI left out weights of %s (%s): %s", part, folder, line)
-
-
 def _with_identity_projection(clip_l: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CLIP-L state dict with an identity ``text_projection`` when it has none.
 
@@ -85,11 +59,53 @@ def _with_identity_projection(clip_l: dict[str, torch.Tensor]) -> dict[str, torc
     return clip_l
 
 
-def _recognised(result, part: str, folder: str, expected: str):
+def _load_part(part: str, folder: str, states: list[dict[str, torch.Tensor]],
+               load: Callable[..., T | None], module: Callable[[T], torch.nn.Module], takes_keys: bool) -> T:
+    """``load(*states)`` checked for recognition and for weights left out; ``states`` are emptied.
+
+    ``takes_keys``: the loader moves every tensor it converts out of its state dict (ComfyUI's UNet
+    and ControlNet loaders), so the names left there are tensors it did not use. Emptying the dicts
+    drops this function's references to the memory-mapped tensors as soon as the part is built."""
+    release_elements = sum(element_count(state) for state in states)
+    try:
+        result = load(*states)
+        not_taken = sorted(key for state in states for key in state) if takes_keys else []
+    finally:
+        for state in states:
+            state.clear()
     if result is None:
-        raise ModelFileError(f"ComfyUI did not recognise {folder} as {expected}; check that the "
-                             f"{part} is the AuthFace release's")
+        raise ModelFileError(f"ComfyUI did not recognise {folder} as the {part}; check that it is the "
+                             "AuthFace release's")
+    check_nothing_dropped(part, folder, release_elements, element_count(module(result).state_dict()), not_taken)
     return result
+
+
+def load_release(layout: ReleaseLayout, dtype: torch.dtype | None) -> tuple:
+    """MODEL, CLIP, VAE and CONTROL_NET of a checked release, through ComfyUI's own loaders, one part
+    at a time (each part's state dict is released before the next is read). ``dtype`` None lets
+    ComfyUI choose for the device. Raises ModelFileError when ComfyUI does not recognise a part or
+    leaves some of its weights out."""
+    options = {} if dtype is None else {"dtype": dtype}
+    folders = {part: str(weights.folder) for part, weights in layout.components.items()}
+    model = _load_part(
+        "SDXL-family UNet", folders["unet"], [load_checked_state_dict(layout, "unet")],
+        lambda sd: comfy.sd.load_diffusion_model_state_dict(sd, model_options=dict(options)),
+        lambda patcher: patcher.model.diffusion_model, takes_keys=True)
+    control_net = _load_part(
+        "SDXL ControlNet", folders["controlnet"], [load_checked_state_dict(layout, "controlnet")],
+        lambda sd: comfy.controlnet.load_controlnet_state_dict(sd, model_options=dict(options)),
+        lambda control: control.control_model, takes_keys=True)
+    vae = _load_part("SDXL VAE", folders["vae"], [load_checked_state_dict(layout, "vae")],
+                     lambda sd: comfy.sd.VAE(sd=sd), lambda vae: vae.first_stage_model, takes_keys=False)
+    clip = _load_part(
+        "SDXL text encoders (CLIP-L + OpenCLIP bigG)", folders["text_encoder"],
+        [_with_identity_projection(clip_text_keys(load_checked_state_dict(layout, "text_encoder"))),
+         clip_text_keys(load_checked_state_dict(layout, "text_encoder_2"))],
+        lambda clip_l, clip_g: comfy.sd.load_text_encoder_state_dicts(
+            [clip_l, clip_g], embedding_directory=folder_paths.get_folder_paths("embeddings"),
+            clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION, model_options=dict(options)),
+        lambda clip: clip.cond_stage_model, takes_keys=False)
+    return model, clip, vae, control_net
 
 
 class AuthFaceModelLoader(io.ComfyNode):
@@ -118,26 +134,7 @@ class AuthFaceModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, release: str, weight_dtype: str, prefer_fp16_files: bool) -> io.NodeOutput:
-        root = release_path(release)
-        layout = check_release(root, prefer_fp16=prefer_fp16_files)
-        options = {} if WEIGHT_DTYPES[weight_dtype] is None else {"dtype": WEIGHT_DTYPES[weight_dtype]}
-        folders = {part: str(weights.folder) for part, weights in layout.components.items()}
+        layout = check_release(release_path(release), prefer_fp16=prefer_fp16_files)
+        return io.NodeOutput(*load_release(layout, WEIGHT_DTYPES[weight_dtype]))
 
-        with _watch_dropped("the UNet", folders["unet"]):
-            model = _recognised(comfy.sd.load_diffusion_model_state_dict(
-                load_checked_state_dict(layout, "unet"), model_options=dict(options)),
-                "UNet", folders["unet"], "an SDXL-family UNet")
-        with _watch_dropped("the text encoders", folders["text_encoder"]):
-            clip = _recognised(comfy.sd.load_text_encoder_state_dicts(
-                [_with_identity_projection(clip_text_keys(load_checked_state_dict(layout, "text_encoder"))),
-                 clip_text_keys(load_checked_state_dict(layout, "text_encoder_2"))],
-                embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION, model_options=dict(options)),
-                "text encoders", folders["text_encoder"], "SDXL's CLIP-L + OpenCLIP bigG text encoders")
-        with _watch_dropped("the VAE", folders["vae"]):
-            vae = comfy.sd.VAE(sd=load_checked_state_dict(layout, "vae"))
-        with _watch_dropped("the ControlNet", folders["controlnet"]):
-            control_net = _recognised(comfy.controlnet.load_controlnet_state_dict(
-                load_checked_state_dict(layout, "controlnet"), model_options=dict(options)),
-                "ControlNet", folders["controlnet"], "an SDXL ControlNet")
-        return io.NodeOutput(model, clip, vae, control_net)
+
