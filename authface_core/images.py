@@ -1,4 +1,4 @@
-"""Normalising the images the library accepts to one layout.
+"""Normalising the images the library accepts to one layout, and writing images as PNG.
 
 Accepted: numpy arrays (or anything ``np.asarray`` turns into one) of shape HxW (grey), HxWx1,
 HxWx3 (RGB) or HxWx4 (RGBA), dtype uint8, uint16 (e.g. 16-bit PNG) or float16/32/64 with values
@@ -6,6 +6,8 @@ in [0, 1]. Channel order is RGB (convert OpenCV's BGR before calling).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -91,3 +93,36 @@ def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
     scaled = _scaled_float(_to_rgb(arr))  # a new array: safe to work in place (8K = 400 MB)
     scaled *= np.float32(255.0)
     return np.rint(scaled, out=scaled).astype(np.uint8, order="C")
+
+
+def png_levels(image: np.ndarray, bits: int = 16) -> np.ndarray:
+    """Float RGB(A) (HxW, HxWx1, HxWx3 or HxWx4) -> the BGR(A)/grey integer array OpenCV writes as
+    a PNG of ``bits`` (8 or 16) per channel.
+
+    Values are clipped to [0, 1] before rounding to the nearest level: samplers, colour fixes and
+    resampling overshoot slightly, and an unclipped -0.001 or 1.002 would wrap around in the
+    unsigned type (65470 and 130 at 16 bits). NaN is written as 0. Raises ValueError for other
+    shapes or depths."""
+    if bits not in (8, 16):
+        raise ValueError(f"PNG depth must be 8 or 16 bits, got {bits}")
+    arr = _as_hwc(image)
+    levels = np.float32(255.0 if bits == 8 else 65535.0)
+    scaled = np.clip(np.nan_to_num(arr.astype(np.float32), nan=0.0), 0.0, 1.0) * levels
+    pixels = np.rint(scaled).astype(np.uint8 if bits == 8 else np.uint16)
+    if pixels.shape[2] == 1:
+        return pixels[:, :, 0]
+    # OpenCV orders colour channels BGR; alpha stays last.
+    order = [2, 1, 0, 3][: pixels.shape[2]]
+    return np.ascontiguousarray(pixels[:, :, order])
+
+
+def write_png(path: str | Path, image: np.ndarray, bits: int = 16) -> None:
+    """Write float RGB(A) in [0, 1] (see :func:`png_levels`: clipped, rounded) as an 8- or 16-bit
+    PNG at ``path``, through bytes so that any path (non-ASCII included) works. Raises OSError when
+    OpenCV cannot encode the image or the file cannot be written."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", png_levels(image, bits))
+    if not ok:
+        raise OSError(f"OpenCV could not encode {path} as PNG")
+    encoded.tofile(str(path))
