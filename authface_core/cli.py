@@ -133,18 +133,14 @@ def _to_rgb_layout(image: np.ndarray) -> np.ndarray:
 
 def write_png(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, like: np.dtype) -> None:
     """Write float RGB (and alpha) in [0, 1] as a PNG in ``like``'s depth (16 bits for uint16
-    input, else 8), via bytes so that any path works."""
-    import cv2
+    input, else 8), clipped and rounded by :func:`authface_core.images.write_png`."""
+    from .images import write_png as write_levels
 
-    scale = 65535.0 if like == np.uint16 else 255.0
-    out_dtype = np.uint16 if like == np.uint16 else np.uint8
     planes = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
-    pixels = np.rint(np.clip(planes, 0.0, 1.0) * scale).astype(out_dtype)
-    code = cv2.COLOR_RGBA2BGRA if alpha is not None else cv2.COLOR_RGB2BGR
-    ok, encoded = cv2.imencode(OUTPUT_SUFFIX, cv2.cvtColor(pixels, code))
-    if not ok:
-        raise CliError(f"OpenCV could not encode {path}")
-    encoded.tofile(str(path))
+    try:
+        write_levels(path, planes, bits=16 if like == np.uint16 else 8)
+    except OSError as err:
+        raise CliError(str(err)) from err
 
 
 def _copy_through(path: Path, image: np.ndarray) -> None:
