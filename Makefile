@@ -15,12 +15,15 @@ COMFYUI_PYTHON ?= $(abspath $(PY))
 PORT        ?= 8188
 PACK_NAME   := ComfyUI-AuthFace
 PYTEST_ARGS ?=
+# Extra ComfyUI start-up flags for `make run`, e.g. COMFYUI_ARGS=--cpu to stay off the GPU.
+COMFYUI_ARGS ?=
 
 .PHONY: help setup browser run test bench clean-hosts
 
 help:
 	@echo "make setup   build .venv/ and the ComfyUI test hosts (idempotent)"
-	@echo "make run     start ComfyUI on 127.0.0.1:$(PORT) with this pack (COMFYUI_DIR=... for your own)"
+	@echo "make run     start ComfyUI on 127.0.0.1:$(PORT) with this pack, on the GPU if there is one"
+	@echo "             (COMFYUI_DIR=... for your own ComfyUI, COMFYUI_ARGS=--cpu for CPU, or other flags)"
 	@echo "make test    run the whole test suite (both ComfyUI hosts)"
 	@echo "make bench   run the benchmarks and print their figures"
 
@@ -64,8 +67,9 @@ $(HOST_OLDEST)/.stamp: $(HOST_OLDEST)/.stamp-src $(VENV)/.stamp-pack
 
 run: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp
 	$(PY) tools/setup_hosts.py link --dest $(COMFYUI_DIR)
-	cd $(COMFYUI_DIR) && PYTHONPATH="$$(cat .authface-pythonpath 2>/dev/null)" \
-	  $(COMFYUI_PYTHON) main.py --cpu --listen 127.0.0.1 --port $(PORT)
+	cd $(COMFYUI_DIR) && device="$$($(COMFYUI_PYTHON) $(abspath tools/comfyui_device.py) $(COMFYUI_ARGS))" && \
+	  PYTHONPATH="$$(cat .authface-pythonpath 2>/dev/null)" \
+	  $(COMFYUI_PYTHON) main.py $$device --listen 127.0.0.1 --port $(PORT) $(COMFYUI_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
