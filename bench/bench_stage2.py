@@ -83,8 +83,7 @@ def _tiny_step(weighting: str) -> Callable[[int], None]:
     discriminators = make_discriminators()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=2e-5)
     d_optimizer = torch.optim.Adam(discriminators.parameters(), lr=2e-3, betas=(0.9, 0.99))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    controlnet, optimizer, scheduler = accelerator.prepare(controlnet, optimizer, scheduler)
+    controlnet, optimizer = accelerator.prepare(controlnet, optimizer)
     alphas = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
     objective = Stage2Objective(unet, vae, controlnet, discriminators, alphas, torch.randn(1, 77, TINY_CONTEXT),
                                 torch.randn(1, TINY_POOLED), TINY_SIZE, FacialComponentLoss(TimeWeighting(weighting)))
@@ -95,7 +94,7 @@ def _tiny_step(weighting: str) -> Callable[[int], None]:
 
     def step(index: int) -> None:
         inputs = objective.prepare(batch, torch.Generator().manual_seed(index))
-        output = controlnet_update(accelerator, objective, inputs, optimizer, scheduler, 1.0)
+        output = controlnet_update(accelerator, objective, inputs, optimizer, 1.0)
         discriminator_update(accelerator, objective, inputs, output.z0_pred, d_optimizer)
 
     return step

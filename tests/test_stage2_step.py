@@ -47,7 +47,6 @@ class Setup:
     objective: Stage2Objective
     optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer
-    scheduler: object
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"controlnet": self.accelerator.unwrap_model(self.objective.controlnet), "unet": self.parts.unet,
@@ -65,8 +64,7 @@ def make_setup(release: Path, weighting: str = "logit_normal", accumulation: int
     discriminators = make_discriminators()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-3)
     d_optimizer = torch.optim.Adam(discriminators.parameters(), lr=2e-3, betas=(0.9, 0.99))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    controlnet, optimizer, scheduler = accelerator.prepare(controlnet, optimizer, scheduler)
+    controlnet, optimizer = accelerator.prepare(controlnet, optimizer)
     from authface_core.pipeline import AuthFacePipeline
     from authface_core.pipeline.loading import ReleaseModels
 
@@ -75,7 +73,7 @@ def make_setup(release: Path, weighting: str = "logit_normal", accumulation: int
     embeds, pooled = (t.clone() for t in encoder.encode_prompt(""))
     objective = Stage2Objective(parts.unet, parts.vae, controlnet, discriminators, _alphas_cumprod(parts.schedule),
                                 embeds, pooled, RESOLUTION, FacialComponentLoss(TimeWeighting(weighting)))
-    return Setup(accelerator, parts, objective, optimizer, d_optimizer, scheduler)
+    return Setup(accelerator, parts, objective, optimizer, d_optimizer)
 
 
 @pytest.fixture()
@@ -101,7 +99,7 @@ def inputs_for(setup: Setup, batch: dict[str, torch.Tensor], seed: int = 0) -> S
 def test_controlnet_step_moves_only_the_controlnet(setup: Setup, batch: dict[str, torch.Tensor]) -> None:
     before = snapshot(setup)
     inputs = inputs_for(setup, batch)
-    output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, setup.scheduler, 1.0)
+    output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, 1.0)
     assert float(output.terms["noise"]) > 0 and float(output.terms["facial"]) > 0
     for name in ("eyes_adv", "eyes_style", "mouth_adv", "mouth_style", "weight"):
         assert float(output.terms[name]) > 0, name
@@ -132,7 +130,7 @@ def test_each_loss_term_reaches_the_controlnet_through_the_frozen_unet(
 
 def test_discriminator_step_moves_only_the_discriminators(setup: Setup, batch: dict[str, torch.Tensor]) -> None:
     inputs = inputs_for(setup, batch)
-    output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, setup.scheduler, 1.0)
+    output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, 1.0)
     before = snapshot(setup)
     terms = discriminator_update(setup.accelerator, setup.objective, inputs, output.z0_pred, setup.d_optimizer)
     assert set(terms) == {"d_eyes", "d_mouth"} and all(float(v) > 0 for v in terms.values())
@@ -148,7 +146,7 @@ def test_without_time_weighting_only_the_noise_loss_trains(release: Path, batch:
     setup = make_setup(release, weighting="none")
     before = snapshot(setup)
     inputs = inputs_for(setup, batch)
-    output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, setup.scheduler, 1.0)
+    output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, 1.0)
     assert float(output.terms["facial"]) == 0.0 and float(output.terms["total"]) == float(output.terms["noise"])
     assert discriminator_update(setup.accelerator, setup.objective, inputs, output.z0_pred, setup.d_optimizer) == {}
     counts = changed(before, setup)
@@ -161,8 +159,7 @@ def test_accumulation_steps_only_on_the_last_micro_batch(release: Path, batch: d
     for micro in range(2):
         with setup.accelerator.accumulate(setup.objective.controlnet):
             inputs = inputs_for(setup, batch, seed=micro)
-            output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer,
-                                       setup.scheduler, 1.0)
+            output = controlnet_update(setup.accelerator, setup.objective, inputs, setup.optimizer, 1.0)
             discriminator_update(setup.accelerator, setup.objective, inputs, output.z0_pred, setup.d_optimizer)
         counts = changed(before, setup)
         if micro == 0:

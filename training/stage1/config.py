@@ -83,6 +83,8 @@ class Stage1Config:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 3
     resume_from_checkpoint: str | None = "latest"
+    save_final_checkpoint: bool = field(default=True, metadata={"help": (
+        "checkpoint the last step too (to train on later); --no-save-final-checkpoint keeps only the export")})
 
     validation_steps: int = 500
     validation_prompts: tuple[str, ...] = DEFAULT_VALIDATION_PROMPTS

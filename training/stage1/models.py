@@ -16,7 +16,6 @@ from authface_core.release import TOKENIZER_FILES
 from training import sdxl_parts
 from training.sdxl_parts import SDXLParts
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}
 PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 

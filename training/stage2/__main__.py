@@ -7,7 +7,6 @@ training.stage2 ...`` or ``torchrun --nproc_per_node N -m training.stage2 ...``;
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from authface_core.errors import AuthFaceError
@@ -21,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .loop import train
 
     try:

@@ -105,9 +105,14 @@ class Stage2Config:
     validation_batch_size: int = 4
 
     log_every: int = 10
+    report_to: str = field(default="tensorboard", metadata=help_text(
+        "tensorboard, or none (metrics.jsonl only)"))
     export_dtype: str = "fp32"
     write_param_digests: bool = field(default=False, metadata=help_text(
         "each process writes a hash of its ControlNet and discriminator weights at the end (DDP check)"))
+    simulate_kill_at_step: int | None = field(default=None, metadata=help_text(
+        "testing aid: hard-exit the process (os._exit(17)) right after this optimizer step, "
+        "before its checkpoint, to rehearse a resume after a crash"))
 
     @property
     def degradation(self) -> DegradationConfig:
@@ -144,7 +149,8 @@ class Stage2Config:
                    "mixed_precision": (self.mixed_precision, (None, *MIXED_PRECISION)),
                    "lr_scheduler": (self.lr_scheduler, LR_SCHEDULERS),
                    "validation_sampler": (self.validation_sampler, SAMPLERS),
-                   "export_dtype": (self.export_dtype, EXPORT_DTYPES)}
+                   "export_dtype": (self.export_dtype, EXPORT_DTYPES),
+                   "report_to": (self.report_to, ("tensorboard", "none"))}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 problems.append(f"{name} must be one of {', '.join(str(a) for a in allowed if a)}, got {value!r}")

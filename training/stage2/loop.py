@@ -19,20 +19,17 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from authface_core.errors import AuthFaceError, ModelFileError
+from authface_core.errors import ModelFileError
 from authface_core.losses.facial import FacialComponentLoss
-from training.checkpoints import load_checkpoint, remove_partial, resolve_resume, save_checkpoint
 from training.replicas import parameter_digest
+from training.trainer import METRICS_FILE, Trainer
 
 from .config import Stage2Config
 from .data import EpochBatchSampler, Stage2Dataset, validation_pairs
@@ -41,10 +38,11 @@ from .models import load_frozen_parts, make_controlnet, make_discriminators, pla
 from .step import Stage2Objective, controlnet_update, discriminator_update
 from .validation import validate, validation_pipeline
 
+__all__ = ["METRICS_FILE", "TAGS", "Stage2Result", "Stage2Trainer", "inference_controlnet", "micro_batch_seed",
+           "train"]
+
 logger = logging.getLogger("authface.stage2")
 
-WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-METRICS_FILE = "metrics.jsonl"
 NOISE_STREAM = 3  # seed-sequence tag of the per-micro-batch generator (data streams use 0-2)
 # Settings that fix the data order and noise (with the process count): a resume with other values
 # cannot continue exactly.
@@ -96,20 +94,6 @@ def _alphas_cumprod(schedule: dict[str, Any]) -> torch.Tensor:
     return DDPMScheduler(**schedule).alphas_cumprod.float()
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the entries a killed run logged after the checkpoint it is resumed from."""
-    if path.is_file():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-
-
-def _hparams(config: Stage2Config) -> dict[str, Any]:
-    """TensorBoard hyper-parameters: scalars and strings only."""
-    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-            for key, value in config.to_dict().items()}
-
-
 class _Terms:
     """Running sums of the logged terms over the micro-batches of one logging window."""
 
@@ -130,188 +114,172 @@ class _Terms:
         return {key: float(value) for key, value in zip(keys, reduced.tolist())}
 
 
-def train(config: Stage2Config) -> Stage2Result:
-    """Run Stage II as ``config`` says (module docstring). Every process of the launch calls it."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, broadcast, set_seed
-    from diffusers.optimization import get_scheduler
+class Stage2Trainer(Trainer):
+    """One Stage II run in the shape of :class:`training.trainer.Trainer`: everything is set up
+    (and resumed) in :meth:`__init__`, :meth:`run` trains, checkpoints, validates and exports."""
 
-    config.validate()
-    output = Path(config.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision,
-        cpu=config.cpu, log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")))
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if accelerator.num_processes != launched:
-        raise AuthFaceError(
-            f"{launched} processes were launched but accelerate formed a group of {accelerator.num_processes}: "
-            "each would train alone into the same folder. On CPUs pass --cpu (gloo); on GPUs check the launcher")
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-    # The same seed everywhere: identical discriminator initialisation on every process.
-    set_seed(config.seed)
-    if config.allow_tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    device = accelerator.device
-    weight_dtype = WEIGHT_DTYPES[accelerator.mixed_precision]
+    name = "stage2"
 
-    parts = load_frozen_parts(config.base, config.unet, device, weight_dtype)
-    controlnet = make_controlnet(parts.unet, device, config.controlnet_init)
-    place_unet(parts, device, weight_dtype)
-    discriminators = make_discriminators(config.d_base_channels).to(device)
-    if config.gradient_checkpointing:
-        controlnet.enable_gradient_checkpointing()
-        parts.unet.enable_gradient_checkpointing()
-    prompt_embeds, pooled = validation_pipeline(parts, controlnet, device).encode_prompt("")
-    # encode_prompt runs in inference mode; autograd needs ordinary tensors.
-    prompt_embeds, pooled = prompt_embeds.clone(), pooled.clone()
-    held_out = None
-    if config.validation_dir:
-        held_out = validation_pairs(config.validation_dir, config.validation_count, config.resolution,
-                                    config.degradation, config.seed)
-    else:
-        parts.text_encoder = parts.text_encoder_2 = None
-        gc.collect()
+    def __init__(self, config: Stage2Config) -> None:
+        from accelerate.utils import broadcast
 
-    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate,
-                                  betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    d_optimizer = torch.optim.Adam(discriminators.parameters(), lr=config.d_learning_rate,
-                                   betas=(config.d_beta1, config.d_beta2))
-    # accelerate steps a prepared scheduler once per process per optimizer step.
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
-                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=config.max_train_steps * accelerator.num_processes)
-    controlnet, optimizer, lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
-    extras = {"discriminators": discriminators, "discriminator_optimizer": d_optimizer}
-    if accelerator.num_processes > 1:
-        with torch.no_grad():
-            for param in discriminators.parameters():
-                param.copy_(broadcast(param.detach().clone(), from_process=0))
+        super().__init__(config, accumulation=config.gradient_accumulation_steps)
+        self.config: Stage2Config = config
+        accelerator, device = self.accelerator, self.device
 
-    objective = Stage2Objective(
-        parts.unet, parts.vae, controlnet, discriminators, _alphas_cumprod(parts.schedule), prompt_embeds, pooled,
-        config.resolution, FacialComponentLoss(config.weighting, config.lambda_adv, config.lambda_style))
+        # Models: the frozen Stage I parts, the ControlNet from the UNet's encoder, the discriminators
+        # (initialised alike on every process by the trainer's seed, then broadcast to be sure).
+        self.parts = load_frozen_parts(config.base, config.unet, device, self.weight_dtype)
+        controlnet = make_controlnet(self.parts.unet, device, config.controlnet_init)
+        place_unet(self.parts, device, self.weight_dtype)
+        self.discriminators = make_discriminators(config.d_base_channels).to(device)
+        if config.gradient_checkpointing:
+            controlnet.enable_gradient_checkpointing()
+            self.parts.unet.enable_gradient_checkpointing()
+        prompt_embeds, pooled = validation_pipeline(self.parts, controlnet, device).encode_prompt("")
+        # encode_prompt runs in inference mode; autograd needs ordinary tensors.
+        prompt_embeds, pooled = prompt_embeds.clone(), pooled.clone()
+        self.held_out = None
+        if config.validation_dir:
+            self.held_out = validation_pairs(config.validation_dir, config.validation_count, config.resolution,
+                                             config.degradation, config.seed)
+        else:
+            self.parts.text_encoder = self.parts.text_encoder_2 = None
+            gc.collect()
 
-    order = {**{name: getattr(config, name) for name in ORDER_SETTINGS}, "num_processes": accelerator.num_processes}
-    step = micro_batch = 0
-    checkpoints = output / "checkpoints"
-    if accelerator.is_main_process:
-        for stale in remove_partial(checkpoints):
-            logger.warning("removed %s, left by a run stopped while saving", stale)
-    accelerator.wait_for_everyone()
-    checkpoint = resolve_resume(checkpoints, config.resume_from_checkpoint)
-    if checkpoint is not None:
-        saved = load_checkpoint(accelerator, checkpoint, extras)
-        step = int(saved["step"])
-        micro_batch = int(saved.get("micro_batch", step * config.gradient_accumulation_steps))
-        saved_order = saved.get("order", {})
-        changed = {k: (saved_order.get(k), v) for k, v in order.items() if saved_order.get(k) != v}
+        # Optimizers and lr schedule.
+        optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate,
+                                      betas=(config.adam_beta1, config.adam_beta2),
+                                      weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+        self.d_optimizer = torch.optim.Adam(self.discriminators.parameters(), lr=config.d_learning_rate,
+                                            betas=(config.d_beta1, config.d_beta2))
+        lr_scheduler = self.lr_scheduler_for(optimizer)
+        self.controlnet, self.optimizer, self.lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
+        if accelerator.num_processes > 1:
+            with torch.no_grad():
+                for param in self.discriminators.parameters():
+                    param.copy_(broadcast(param.detach().clone(), from_process=0))
+        self.objective = Stage2Objective(
+            self.parts.unet, self.parts.vae, self.controlnet, self.discriminators,
+            _alphas_cumprod(self.parts.schedule), prompt_embeds, pooled, config.resolution,
+            FacialComponentLoss(config.weighting, config.lambda_adv, config.lambda_style))
+
+        # Resume, then the data order and noise from the checkpoint's micro-batch on.
+        self.order = {**{name: getattr(config, name) for name in ORDER_SETTINGS},
+                      "num_processes": accelerator.num_processes}
+        self.micro_batch = self._micro_batch(self.resume())
+        self.dataset = Stage2Dataset(config.data_dir, config.landmarks, config.resolution, config.degradation,
+                                     config.seed)
+        sampler = EpochBatchSampler(len(self.dataset), config.train_batch_size, accelerator.num_processes,
+                                    accelerator.process_index, config.seed, start=self.micro_batch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler,
+                                             num_workers=config.dataloader_num_workers,
+                                             pin_memory=device.type == "cuda")
+        self.batches = iter(loader)
+        # The logged terms and training seconds of the current logging window.
+        self.terms = _Terms()
+        self.window_seconds = 0.0
+        self.window_steps = 0
+        logger.info("Stage II: %d faces, %d process(es) x %d faces x %d accumulation, steps %d -> %d",
+                    len(self.dataset), accelerator.num_processes, config.train_batch_size,
+                    config.gradient_accumulation_steps, self.step, config.max_train_steps)
+
+    def extras(self) -> dict[str, Any]:
+        return {"discriminators": self.discriminators, "discriminator_optimizer": self.d_optimizer}
+
+    def _micro_batch(self, state: dict[str, Any] | None) -> int:
+        """The micro-batch the data order and noise continue from (0 for a fresh run); warns when
+        settings that fix them changed since the checkpoint."""
+        if state is None:
+            return 0
+        saved_order = state.get("order", {})
+        changed = {k: (saved_order.get(k), v) for k, v in self.order.items() if saved_order.get(k) != v}
         if changed:
             logger.warning("resuming %s with other settings %s (saved, now): the data order and noise differ from "
-                           "an uninterrupted run", checkpoint, changed)
-        logger.info("resumed from %s at step %d", checkpoint, step)
-        if accelerator.is_main_process:
-            _truncate_metrics(output / METRICS_FILE, step)
+                           "an uninterrupted run", self.resumed_from, changed)
+        return int(state.get("micro_batch", self.step * self.config.gradient_accumulation_steps))
 
-    dataset = Stage2Dataset(config.data_dir, config.landmarks, config.resolution, config.degradation, config.seed)
-    sampler = EpochBatchSampler(len(dataset), config.train_batch_size, accelerator.num_processes,
-                                accelerator.process_index, config.seed, start=micro_batch)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.dataloader_num_workers,
-                                         pin_memory=device.type == "cuda")
-    accelerator.init_trackers("stage2", config=_hparams(config))
-    if accelerator.is_main_process:
-        logger.info("Stage II: %d faces, %d process(es) x %d faces x %d accumulation, steps %d -> %d",
-                    len(dataset), accelerator.num_processes, config.train_batch_size,
-                    config.gradient_accumulation_steps, step, config.max_train_steps)
+    # ----------------------------------------------------------------- one step
 
-    def log(scalars: dict[str, float]) -> None:
-        accelerator.log(scalars, step=step)
-        if accelerator.is_main_process:
-            with open(output / METRICS_FILE, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": step, **scalars}) + "\n")
+    def train_step(self) -> None:
+        """Every micro-batch of one optimizer step: the ControlNet update, then the discriminator
+        update (:mod:`.step`), with noise from the micro-batch's own generator."""
+        accelerator, config = self.accelerator, self.config
+        for _ in range(self.accumulation):
+            batch = next(self.batches)
+            generator = torch.Generator(device=self.device).manual_seed(
+                micro_batch_seed(config.seed, self.micro_batch, accelerator.process_index))
+            with accelerator.accumulate(self.controlnet):
+                inputs = self.objective.prepare(batch, generator)
+                generated = controlnet_update(accelerator, self.objective, inputs, self.optimizer, config.max_grad_norm)
+                d_terms = discriminator_update(accelerator, self.objective, inputs, generated.z0_pred,
+                                               self.d_optimizer)
+            self.terms.add({**generated.terms, **d_terms})
+            self.micro_batch += 1
 
-    def run_validation(pairs: tuple[torch.Tensor, torch.Tensor, list[str]]) -> None:
-        model = inference_controlnet(accelerator, controlnet)
-        if accelerator.is_main_process:
-            hq, lq, _ = pairs
-            result = validate(validation_pipeline(parts, model, device), hq, lq, config.validation_sampling_steps,
-                              config.validation_cfg, config.validation_seed, config.validation_batch_size)
-            folder = output / "validation"
+    def _log(self, scalars: dict[str, float]) -> None:
+        self.accelerator.log(scalars, step=self.step)
+        self.metrics.write({"step": self.step, **scalars})
+
+    def log_step(self, outcome: None, seconds: float) -> dict[str, str]:
+        """Every ``log_every`` steps (and at the last): the terms averaged over the window's
+        micro-batches and the processes, the lr and the mean training seconds per step."""
+        self.window_seconds += seconds
+        self.window_steps += 1
+        if self.step % self.config.log_every and self.step != self.config.max_train_steps:
+            return {}
+        scalars = {TAGS[key]: value for key, value in self.terms.mean_over_processes(self.accelerator).items()}
+        per_step = self.window_seconds / self.window_steps
+        self.window_seconds, self.window_steps = 0.0, 0
+        self._log({**scalars, "lr": self.lr_scheduler.get_last_lr()[0], "time/seconds_per_step": per_step})
+        return {"loss": f"{scalars['loss/total']:.4f}", "facial": f"{scalars['loss/facial']:.4f}",
+                "s_step": f"{per_step:.2f}"}
+
+    # ----------------------------------------------------------------- validation, checkpoints, export
+
+    def validate(self) -> None:
+        """Restore the held-out faces with the ControlNet as it is (no-op without ``validation_dir``)."""
+        if self.held_out is None:
+            return
+        config, step = self.config, self.step
+        model = inference_controlnet(self.accelerator, self.controlnet)
+        if self.accelerator.is_main_process:
+            hq, lq, _ = self.held_out
+            result = validate(validation_pipeline(self.parts, model, self.device), hq, lq,
+                              config.validation_sampling_steps, config.validation_cfg, config.validation_seed,
+                              config.validation_batch_size)
+            folder = self.output / "validation"
             folder.mkdir(exist_ok=True)
             cv2.imwrite(str(folder / f"step-{step:08d}.png"), result.grid[..., ::-1])
-            accelerator.get_tracker("tensorboard", unwrap=True).add_image(
-                "validation/lq_restored_hq", result.grid, step, dataformats="HWC")
-            log({"val/psnr": float(result.psnr.mean()), "val/ssim": float(result.ssim.mean())})
+            self.log_images("validation/lq_restored_hq", result.grid[None])
+            self._log({"val/psnr": float(result.psnr.mean()), "val/ssim": float(result.ssim.mean())})
             logger.info("step %d validation: PSNR %.2f dB, SSIM %.4f", step, float(result.psnr.mean()),
                         float(result.ssim.mean()))
-        accelerator.wait_for_everyone()
+        self.accelerator.wait_for_everyone()
 
-    def checkpoint_now() -> None:
-        model = accelerator.unwrap_model(controlnet)
-        save_checkpoint(accelerator, checkpoints, step, {"micro_batch": micro_batch, "order": order},
-                        config.checkpoints_total_limit, extras,
-                        {CONTROLNET_CONFIG_FILE: json.dumps(controlnet_config(model), indent=2) + "\n"})
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, str]]:
+        model = self.accelerator.unwrap_model(self.controlnet)
+        return ({"micro_batch": self.micro_batch, "order": self.order},
+                {CONTROLNET_CONFIG_FILE: json.dumps(controlnet_config(model), indent=2) + "\n"})
 
-    from tqdm.auto import tqdm
+    def export(self) -> Stage2Result:
+        """Write the ControlNet for use; with ``write_param_digests`` each process's weight hashes."""
+        accelerator, config = self.accelerator, self.config
+        exported = None
+        model = inference_controlnet(accelerator, self.controlnet)
+        if accelerator.is_main_process:
+            exported = export_controlnet(controlnet_config(model), model.state_dict(), self.output / "export",
+                                         EXPORT_DTYPES[config.export_dtype])
+            logger.info("exported %s and %s", exported.folder, exported.single_file)
+        if config.write_param_digests:
+            folder = self.output / "param_digests"
+            folder.mkdir(parents=True, exist_ok=True)
+            digests = {"controlnet": parameter_digest(accelerator.unwrap_model(self.controlnet)),
+                       "discriminators": parameter_digest(self.discriminators)}
+            (folder / f"rank{accelerator.process_index}.json").write_text(json.dumps(digests) + "\n")
+        return Stage2Result(step=self.step, export=exported)
 
-    terms = _Terms()
-    last_checkpoint = step
-    batches = iter(loader)
-    progress = tqdm(total=config.max_train_steps, initial=step, desc="stage2", unit="step",
-                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    # Seconds per step are averaged over the training steps of a logging window; the time spent
-    # checkpointing and validating is left out.
-    window_start, window_step = time.perf_counter(), step
-    while step < config.max_train_steps:
-        batch = next(batches)
-        generator = torch.Generator(device=device).manual_seed(
-            micro_batch_seed(config.seed, micro_batch, accelerator.process_index))
-        with accelerator.accumulate(controlnet):
-            inputs = objective.prepare(batch, generator)
-            generated = controlnet_update(accelerator, objective, inputs, optimizer, lr_scheduler, config.max_grad_norm)
-            d_terms = discriminator_update(accelerator, objective, inputs, generated.z0_pred, d_optimizer)
-        terms.add({**generated.terms, **d_terms})
-        micro_batch += 1
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
-        if step % config.log_every == 0 or step == config.max_train_steps:
-            scalars = {TAGS[key]: value for key, value in terms.mean_over_processes(accelerator).items()}
-            seconds = (time.perf_counter() - window_start) / (step - window_step)
-            log({**scalars, "lr": lr_scheduler.get_last_lr()[0], "time/seconds_per_step": seconds})
-            window_start, window_step = time.perf_counter(), step
-            progress.set_postfix(loss=f"{scalars['loss/total']:.4f}", facial=f"{scalars['loss/facial']:.4f}",
-                                 s_step=f"{seconds:.2f}")
-        progress.update(1)
-        paused = False
-        if step % config.checkpointing_steps == 0:
-            checkpoint_now()
-            last_checkpoint, paused = step, True
-        if held_out is not None and step % config.validation_steps == 0:
-            run_validation(held_out)
-            paused = True
-        if paused:
-            window_start, window_step = time.perf_counter(), step
-    progress.close()
-    del batches
 
-    if config.save_final_checkpoint and last_checkpoint != step:
-        checkpoint_now()
-    exported = None
-    model = inference_controlnet(accelerator, controlnet)
-    if accelerator.is_main_process:
-        exported = export_controlnet(controlnet_config(model), model.state_dict(), output / "export",
-                                     EXPORT_DTYPES[config.export_dtype])
-        logger.info("exported %s and %s", exported.folder, exported.single_file)
-    if config.write_param_digests:
-        folder = output / "param_digests"
-        folder.mkdir(parents=True, exist_ok=True)
-        digests = {"controlnet": parameter_digest(accelerator.unwrap_model(controlnet)),
-                   "discriminators": parameter_digest(discriminators)}
-        (folder / f"rank{accelerator.process_index}.json").write_text(json.dumps(digests) + "\n")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return Stage2Result(step=step, export=exported)
+def train(config: Stage2Config) -> Stage2Result:
+    """Run Stage II as ``config`` says (module docstring). Every process of the launch calls it."""
+    return Stage2Trainer(config).run()

@@ -181,18 +181,17 @@ def average_gradients(accelerator: Any, parameters: Iterable[nn.Parameter]) -> N
 
 
 def controlnet_update(accelerator: Any, objective: Stage2Objective, inputs: StepInputs, optimizer: Any,
-                      lr_scheduler: Any, max_grad_norm: float) -> GeneratorOutput:
+                      max_grad_norm: float) -> GeneratorOutput:
     """The ControlNet step: forward under the run's autocast, ``accelerator.backward`` (scaled
     by 1/accumulation, fp16 loss scaling), gradient clipping at ``max_grad_norm`` (0: none) when
-    the accumulated gradient is complete, optimizer and lr-scheduler steps (accelerate skips them
-    while accumulating)."""
+    the accumulated gradient is complete, the optimizer step (accelerate skips it while
+    accumulating). The lr schedule is the trainer's: it steps once per optimizer step."""
     with accelerator.autocast():
         output = objective.generator_losses(inputs)
     accelerator.backward(output.total)
     if accelerator.sync_gradients and max_grad_norm > 0:
         accelerator.clip_grad_norm_(objective.controlnet.parameters(), max_grad_norm)
     optimizer.step()
-    lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return output
 
