@@ -3,7 +3,7 @@
 ``python -m training.stage1 --config FILE [--flags]`` trains; see ``training/README.md``. The
 pieces: :mod:`.config` (run settings), :mod:`.models` (SDXL parts), :mod:`.text` (captions of any
 length to SDXL conditioning), :mod:`.data` (images and their resumable order), :mod:`.loop` (the
-accelerate training loop), :mod:`.validation`, :mod:`.export`; checkpoints are :mod:`training.checkpoints`.
+run, a :class:`training.trainer.Trainer`), :mod:`.validation`, :mod:`.export`; checkpoints are :mod:`training.checkpoints`.
 Importing this package imports nothing heavy.
 """
 
