@@ -27,7 +27,7 @@ help:
 	@echo "make test    run the whole test suite (both ComfyUI hosts)"
 	@echo "make bench   run the benchmarks and print their figures"
 
-setup: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp $(HOST_OLDEST)/.stamp browser
+setup: $(VENV)/.stamp-pack $(HOST_CURRENT)/.stamp $(HOST_OLDEST)/.stamp $(CACHE)/photos/.stamp browser
 
 # Headless Chromium for the UI-workflow tests (Debian packages; needs root or sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -48,6 +48,10 @@ $(VENV)/.stamp-pack: $(VENV)/.stamp-torch pyproject.toml requirements.txt tools/
 	$(PIP) install -c constraints.txt -e '.[dev,train,insightface]'
 	$(PIP) install -c constraints.txt facexlib==0.3.0
 	touch $@
+
+# Real photos of one person on different occasions, for the identity tests (tools/fetch_photos.py).
+$(CACHE)/photos/.stamp: tools/fetch_photos.py
+	$(PYTHON_BOOT) tools/fetch_photos.py --dest $(CACHE)/photos
 
 $(HOST_CURRENT)/.stamp-src: tools/setup_hosts.py
 	$(PYTHON_BOOT) tools/setup_hosts.py fetch current --dest $(HOST_CURRENT)

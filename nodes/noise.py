@@ -8,6 +8,8 @@ import comfy.sample
 import torch
 from comfy_api.v0_0_2 import io
 
+from authface_core.noise_keys import NOISE_KEYS, keyed_noise
+
 
 class ReleaseNoise:
     """NOISE whose first step matches the reference sampler's unit-variance start.
@@ -16,6 +18,10 @@ class ReleaseNoise:
     is ``noise * sqrt(1 + sigma0^2)``. KSampler multiplies the noise by ``sigma0`` whenever the
     first sigma is below the model's sigma_max (DESIGN.md, "Faithfulness" 2), so this noise is
     pre-scaled by ``sqrt(1 + sigma0^2) / sigma0`` in that case and left as is otherwise.
+
+    A latent carrying noise keys (``authface_core.noise_keys``, e.g. from AuthFace Candidates)
+    gets each keyed item from its own stream; items without a key, and latents without keys,
+    get ComfyUI's ``prepare_noise`` exactly as before.
     """
 
     def __init__(self, seed: int, sigma0: float, sigma_max: float) -> None:
@@ -31,7 +37,18 @@ class ReleaseNoise:
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         latent = input_latent["samples"]
-        noise = comfy.sample.prepare_noise(latent, self.seed, input_latent.get("batch_index"))
+        keys = input_latent.get(NOISE_KEYS)
+        if keys is None:
+            noise = comfy.sample.prepare_noise(latent, self.seed, input_latent.get("batch_index"))
+        else:
+            if len(keys) != latent.shape[0]:
+                raise ValueError(f"the latent batch has {latent.shape[0]} items but carries {len(keys)} noise "
+                                 "keys: batch nodes between AuthFace Candidates and the sampler changed it")
+
+            def plain(count: int) -> torch.Tensor:
+                return comfy.sample.prepare_noise(latent[:count], self.seed)
+
+            noise = keyed_noise(plain, self.seed, keys, latent.shape[1:], latent.dtype)
         return noise * self.scale
 
 
