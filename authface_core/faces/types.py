@@ -43,6 +43,8 @@ class DetectedFace:
 
     ``box`` is (x0, y0, x1, y1) in the source image's pixels; ``landmarks`` (68, 2) and
     ``points5`` (5, 2) are in the same pixels; ``image_index`` is the batch index of the image.
+    ``track_id`` names the person across the frames of a video (``authface_core.video.tracking``),
+    -1 when the face was not tracked.
     """
 
     image_index: int
@@ -51,6 +53,7 @@ class DetectedFace:
     landmarks: np.ndarray
     points5: np.ndarray
     detector: str = "dlib"
+    track_id: int = -1
 
     @property
     def size(self) -> float:

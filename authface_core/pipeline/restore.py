@@ -50,6 +50,9 @@ class AuthFacePipeline:
         self.models = models
         self.schedule = dict(schedule)
         self.device = torch.device(device)
+        # The last guidance text encoded: a video restores every frame with the same prompts, and
+        # the text encoders (bigG) cost as much as several UNet steps on small crops.
+        self._text_cache: tuple[tuple[str, str, bool], tuple[Tensor, Tensor]] | None = None
 
     @classmethod
     def from_release(
@@ -176,12 +179,19 @@ class AuthFacePipeline:
         return uncond + cfg * (cond - uncond)
 
     def _guidance_text(self, prompt: str, negative_prompt: str, cfg: float) -> tuple[Tensor, Tensor]:
-        """Encoded text rows [negative; positive] with guidance (cfg > 1), [positive] without."""
+        """Encoded text rows [negative; positive] with guidance (cfg > 1), [positive] without
+        (the last result is kept and reused for the same prompts)."""
+        key = (prompt, negative_prompt, cfg > 1.0)
+        if self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1]
         embeds, pooled = self.encode_prompt(prompt)
         if cfg <= 1.0:
-            return embeds, pooled
-        negative, negative_pooled = self.encode_prompt(negative_prompt)
-        return torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
+            text = embeds, pooled
+        else:
+            negative, negative_pooled = self.encode_prompt(negative_prompt)
+            text = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
+        self._text_cache = (key, text)
+        return text
 
     @torch.inference_mode()
     def restore(
@@ -189,7 +199,7 @@ class AuthFacePipeline:
         lq: Tensor,
         steps: int = RELEASE_STEPS,
         cfg: float = RELEASE_CFG,
-        seed: int | torch.Generator = 0,
+        seed: int | torch.Generator | Sequence[int] = 0,
         sampler: Sampler = "ddpm",
         controlnet_scale: float = 1.0,
         color_fix: ColorFixMethod = "wavelet",
@@ -208,7 +218,9 @@ class AuthFacePipeline:
         and W multiples of :attr:`vae_scale_factor`; the working resolution is the input's (the
         released setting is a 512x512 aligned crop). Raises ValueError for other input.
         ``seed``: an int (a fresh CPU generator, see :mod:`~authface_core.pipeline.sampling`
-        for the exact draws) or a generator to draw from. ``sampler``: "ddpm" (the release's)
+        for the exact draws), a generator to draw from, or a sequence of B ints: crop n then
+        draws its initial latent and DDPM noise from its own seed's generator, so its result does
+        not depend on the other crops of the batch (a video face track keeps its noise). ``sampler``: "ddpm" (the release's)
         or "ddim" (eta 0). ``cfg`` <= 1 runs the positive branch only, as the reference does.
         ``color_fix``: one of :data:`~authface_core.colorfix.COLOR_FIX_METHODS`, blended by
         ``color_fix_strength``. ``residuals_in_fp16`` rounds ControlNet residuals to fp16 as the
@@ -224,11 +236,19 @@ class AuthFacePipeline:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         scheduler = self.make_scheduler(sampler, steps)
-        generator = make_generator(seed)
         count, _, height, width = lq.shape
         factor = self.vae_scale_factor
         channels = self.models.unet.config.in_channels
-        latents = initial_noise(generator, (count, channels, height // factor, width // factor)).to(self.device)
+        if isinstance(seed, Sequence):
+            if len(seed) != count:
+                raise ValueError(f"got {len(seed)} seeds for {count} crops: pass one seed per crop")
+            # diffusers' schedulers draw row n of their step noise from generator n of a list.
+            generator = [make_generator(s) for s in seed]
+            shape = (1, channels, height // factor, width // factor)
+            latents = torch.cat([initial_noise(g, shape) for g in generator]).to(self.device)
+        else:
+            generator = make_generator(seed)
+            latents = initial_noise(generator, (count, channels, height // factor, width // factor)).to(self.device)
         latents = latents * scheduler.init_noise_sigma
 
         hint = lq.to(self.device, torch.float32).clamp(0.0, 1.0)
