@@ -5,9 +5,12 @@ default init) and ``ControlNetModel.from_unet`` of it (1.25B) are saved as safet
 temporary folder (about 15 GB in fp32, deleted at the end). Each side then runs in its own
 process, one after the other (each holds ~15 GB of weights; the development machine has 24 GB):
 
-- ComfyUI (``--comfyui``, a ComfyUI folder; default: the current test host): the weights read as
-  AuthFace Model Loader reads them and loaded by ``comfy.sd.load_diffusion_model_state_dict`` and
-  ``comfy.controlnet.load_controlnet_state_dict`` (ComfyUI picks the dtype: float32 on CPU), the
+- ComfyUI (``--comfyui``, a ComfyUI folder; default: the current test host): the weights loaded
+  by ``comfy.sd.load_diffusion_model_state_dict`` and ``comfy.controlnet.load_controlnet_state_dict``
+  (ComfyUI picks the dtype: float32 on CPU) the way AuthFace Model Loader hands them over
+  (``--loader streamed``: ComfyUI builds from placeholders, then the weights are read into its
+  parameters tensor by tensor, :func:`authface_core.release.host.load_streamed`) or as a
+  memory-mapped state dict that ComfyUI copies (``--loader state_dict``, the loader before), the
   ControlNet attached to both conditionings by ``ControlNetApplyAdvanced``, then
   ``comfy.samplers.CFGGuider(...).sample`` with the "ddim" sampler on ``ddim_uniform`` sigmas;
 - diffusers: ``UNet2DConditionModel`` / ``ControlNetModel.from_pretrained(low_cpu_mem_usage=True)``
@@ -19,7 +22,7 @@ branches, scikit-image's astronaut as the [0, 1] hint, time ids [S, S, 0, 0, S, 
 timestep 981 of the release's 50-step schedule. Each side runs one warm-up step (which also does
 ComfyUI's lazy model loading), then ``--steps`` timed steps. The table gives load time, warm-up,
 seconds per step and peak RSS (``ru_maxrss``: includes the memory-mapped weight files while they
-are read) of each process, the ratios ComfyUI / diffusers (target: step ratio <= 1.0), and the
+are read) of each process side by side, the ratios ComfyUI / diffusers (target: step ratio <= 1.0), and the
 difference of the two sides' guided epsilon on the first step, to show both computed the same
 thing. The ControlNet's zero convolutions are zero at this init, so its residuals are zero:
 the work is the same as with trained weights, the eps check covers the UNet path only.
@@ -29,7 +32,7 @@ On CPU ComfyUI picks sub-quadratic attention unless started with ``--use-pytorch
 use, e.g. ``--comfyui-args= --comfyui-args=--use-pytorch-cross-attention`` for both.
 
 Run: ``python -m bench.bench_step [--size 512] [--steps 1] [--comfyui DIR] [--comfyui-args=FLAGS]
-[--tmp DIR]`` (Linux: RSS from ``/proc`` and ``ru_maxrss``). ``--size 256`` is about 3x quicker
+[--loader streamed --loader state_dict] [--tmp DIR]`` (Linux: RSS from ``/proc`` and ``ru_maxrss``). ``--size 256`` is about 3x quicker
 per step; weight generation and loading take a few minutes either way.
 """
 
@@ -59,6 +62,7 @@ from .sdxl_shapes import SDXL_UNET_CONFIG
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOST = REPO / ".cache" / "hosts" / "comfyui-0.30.0"
 WORKERS = ("generate", "comfyui", "diffusers")
+LOADERS = ("streamed", "state_dict")
 SEED = 0
 CONTEXT_TOKENS = 77
 # The AuthFace ControlNet's hint encoder (DESIGN.md section 2).
@@ -124,9 +128,11 @@ def generate(work: Path, size: int) -> dict[str, Any]:
     return {"unet_params": unet_params, "controlnet_params": controlnet_params}
 
 
-def run_comfyui(work: Path, size: int, steps: int, host: Path, flags: list[str]) -> tuple[dict[str, Any], torch.Tensor]:
+def run_comfyui(work: Path, size: int, steps: int, host: Path, flags: list[str],
+                loader: str) -> tuple[dict[str, Any], torch.Tensor]:
     """ComfyUI's side (run with ``host`` as working directory, started as ``main.py --cpu
-    *flags``): timings and the guided eps of the first step, (1, 4, S/8, S/8)."""
+    *flags``, weights handed over as ``loader`` says): timings and the guided eps of the first
+    step, (1, 4, S/8, S/8)."""
     sys.argv = ["main.py", "--cpu", *flags]
     sys.path.insert(0, str(host))
     import comfy.options
@@ -141,13 +147,22 @@ def run_comfyui(work: Path, size: int, steps: int, host: Path, flags: list[str])
     from safetensors.torch import load_file
 
     from authface_core.release import load_component_state_dict
+    from authface_core.release.files import select_weights
+    from authface_core.release.host import load_streamed
 
     def load() -> tuple[Any, Any]:
-        model = comfy.sd.load_diffusion_model_state_dict(load_component_state_dict(work, "unet"))
-        control = comfy.controlnet.load_controlnet_state_dict(load_component_state_dict(work, "controlnet"))
+        if loader == "state_dict":
+            model = comfy.sd.load_diffusion_model_state_dict(load_component_state_dict(work, "unet"))
+            control = comfy.controlnet.load_controlnet_state_dict(load_component_state_dict(work, "controlnet"))
+            return model, control
+        model = load_streamed("UNet", select_weights("unet", work / "unet", False),
+                              comfy.sd.load_diffusion_model_state_dict, lambda patcher: patcher.model.diffusion_model)
+        control = load_streamed("ControlNet", select_weights("controlnet", work / "controlnet", False),
+                                comfy.controlnet.load_controlnet_state_dict, lambda control: control.control_model)
         return model, control
 
     load_seconds, (patcher, control_net) = _timed(load)
+    load_peak_gb = _peak_rss_gb()
     if patcher is None or control_net is None:
         raise RuntimeError(f"ComfyUI in {host} did not recognise the SDXL UNet or ControlNet")
     data = load_file(work / "inputs.safetensors")
@@ -194,9 +209,9 @@ def run_comfyui(work: Path, size: int, steps: int, host: Path, flags: list[str])
         "dtype": f"{str(patcher.model.get_dtype()).removeprefix('torch.')} / "
                  f"{str(control_net.control_model.dtype).removeprefix('torch.')}",
         "model": f"{type(patcher.model.model_config).__name__} + {type(control_net).__name__}",
-        "attention": comfy.ldm.modules.attention.optimized_attention.__name__, "flags": flags,
+        "attention": comfy.ldm.modules.attention.optimized_attention.__name__, "flags": flags, "loader": loader,
         "load_seconds": load_seconds, "warmup_seconds": warmup_seconds, "step_seconds": total / steps,
-        "peak_rss_gb": _peak_rss_gb(), "rss_gb": _rss_gb(), "batches_per_step": warmup_batches,
+        "load_peak_rss_gb": load_peak_gb, "peak_rss_gb": _peak_rss_gb(), "rss_gb": _rss_gb(), "batches_per_step": warmup_batches,
     }, first_eps[0]
 
 
@@ -216,6 +231,7 @@ def run_diffusers(work: Path, size: int, steps: int) -> tuple[dict[str, Any], to
         return unet.eval().requires_grad_(False), controlnet.eval().requires_grad_(False)
 
     load_seconds, (unet, controlnet) = _timed(load)
+    load_peak_gb = _peak_rss_gb()
     models = ReleaseModels(unet=unet, controlnet=controlnet, vae=None, text_encoder=None, text_encoder_2=None,
                            tokenizer=None, tokenizer_2=None)
     pipeline = AuthFacePipeline(models, read_schedule(None), "cpu")
@@ -243,7 +259,7 @@ def run_diffusers(work: Path, size: int, steps: int) -> tuple[dict[str, Any], to
         "dtype": f"{str(unet.dtype).removeprefix('torch.')} / {str(controlnet.dtype).removeprefix('torch.')}",
         "model": f"{type(unet).__name__} + {type(controlnet).__name__}",
         "load_seconds": load_seconds, "warmup_seconds": warmup_seconds, "step_seconds": total / steps,
-        "peak_rss_gb": _peak_rss_gb(), "rss_gb": _rss_gb(),
+        "load_peak_rss_gb": load_peak_gb, "peak_rss_gb": _peak_rss_gb(), "rss_gb": _rss_gb(),
     }, first_eps
 
 
@@ -259,7 +275,7 @@ def _worker(args: argparse.Namespace) -> None:
     else:
         if args.worker == "comfyui":
             flags = shlex.split(args.comfyui_args[0]) if args.comfyui_args else []
-            result, eps = run_comfyui(work, args.size, args.steps, Path(args.comfyui), flags)
+            result, eps = run_comfyui(work, args.size, args.steps, Path(args.comfyui), flags, args.loader[0])
         else:
             result, eps = run_diffusers(work, args.size, args.steps)
         save_file({"eps": eps.float().contiguous()}, work / f"{name}_eps.safetensors")
@@ -269,7 +285,8 @@ def _worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- orchestration
 
 
-def _launch(role: str, args: argparse.Namespace, work: Path, tag: str = "", comfyui_args: str = "") -> dict[str, Any]:
+def _launch(role: str, args: argparse.Namespace, work: Path, tag: str = "", comfyui_args: str = "",
+            loader: str = LOADERS[0]) -> dict[str, Any]:
     """Run one worker in a fresh interpreter; returns its figures, with its first-step eps under
     "eps"."""
     from safetensors.torch import load_file
@@ -282,7 +299,7 @@ def _launch(role: str, args: argparse.Namespace, work: Path, tag: str = "", comf
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "bench.bench_step", "--worker", role, "--tag", tag, "--work", str(work),
                "--size", str(args.size), "--steps", str(args.steps), "--comfyui", str(host),
-               f"--comfyui-args={comfyui_args}"]
+               f"--comfyui-args={comfyui_args}", "--loader", loader]
     done = subprocess.run(command, cwd=host if role == "comfyui" else REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the {role} process failed (exit {done.returncode}):\n{done.stderr[-5000:]}")
@@ -307,12 +324,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="ComfyUI start-up flags after --cpu; repeat to time several configurations, e.g. "
                         "--comfyui-args= --comfyui-args=--use-pytorch-cross-attention (on CPU ComfyUI "
                         "defaults to sub-quadratic attention, on NVIDIA GPUs to PyTorch's); default: none")
+    parser.add_argument("--loader", action="append", choices=LOADERS,
+                        help="how ComfyUI gets the weights: 'streamed' (AuthFace Model Loader's way) or "
+                        "'state_dict' (a whole state dict ComfyUI copies); repeat for both; default: streamed")
     parser.add_argument("--tmp", default=None,
                         help="where to write the ~15 GB of temporary weights (default: system temp)")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.loader = args.loader or [LOADERS[0]]
     if args.size < 64 or args.size % 8:
         parser.error(f"--size must be a multiple of 8 and at least 64, got {args.size}")
     if not 1 <= args.steps < RELEASE_STEPS:
@@ -326,7 +347,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def _label(side: dict[str, Any]) -> str:
     if "attention" not in side:
         return side["label"]
-    return f"{side['label']} {' '.join(side['flags']) or '(defaults)'}, {side['attention']}"
+    return f"{side['label']} {' '.join(side['flags']) or '(defaults)'}, {side['attention']}, {side['loader']} loading"
 
 
 def _report(args: argparse.Namespace, comfy_sides: list[dict[str, Any]], ref: dict[str, Any]) -> None:
@@ -335,15 +356,17 @@ def _report(args: argparse.Namespace, comfy_sides: list[dict[str, Any]], ref: di
     sides = [*comfy_sides, ref]
     width = max(len(_label(side)) for side in sides)
     header = (f"{'side':<{width}} {'dtype (UNet/CN)':<17} {'load s':>7} {'warm-up s':>10} {'s / step':>9} "
-              f"{'peak RSS GB':>12} {'RSS after GB':>13} {'step ratio':>11}")
+              f"{'load peak GB':>13} {'peak RSS GB':>12} {'RSS after GB':>13} {'step ratio':>11}")
     print(header)
     print("-" * len(header))
     for side in sides:
         print(f"{_label(side):<{width}} {side['dtype']:<17} {side['load_seconds']:>7.1f} "
-              f"{side['warmup_seconds']:>10.1f} {side['step_seconds']:>9.2f} {side['peak_rss_gb']:>12.1f} "
+              f"{side['warmup_seconds']:>10.1f} {side['step_seconds']:>9.2f} {side['load_peak_rss_gb']:>13.1f} "
+              f"{side['peak_rss_gb']:>12.1f} "
               f"{side['rss_gb']:>13.1f} {side['step_seconds'] / ref['step_seconds']:>11.2f}")
-    print("step ratio = seconds per step / diffusers' (target for ComfyUI: <= 1.0); peak RSS includes the "
-          "memory-mapped weight files while they are read")
+    print("step ratio = seconds per step / diffusers' (target for ComfyUI: <= 1.0); load peak = peak RSS once "
+          "the weights are loaded (diffusers maps the files and reads them in the first step); peak RSS (target "
+          "for ComfyUI: <= diffusers') includes the memory-mapped weight files while they are mapped")
     for side in comfy_sides:
         print(f"{_label(side)}: model {side['model']}, model calls in the warm-up step by batch size "
               f"{side['batches_per_step']}, first-step guided eps vs diffusers max |diff| / RMS = "
@@ -365,9 +388,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  UNet {made['unet_params'] / 1e9:.2f}B + ControlNet {made['controlnet_params'] / 1e9:.2f}B parameters "
               f"in {seconds:.0f} s", flush=True)
         comfy_sides = []
-        for index, flags in enumerate(args.comfyui_args or [""]):
-            print(f"running ComfyUI (--cpu {flags}) ...", flush=True)
-            comfy_sides.append(_launch("comfyui", args, work, tag=f"-{index}", comfyui_args=flags))
+        runs = [(flags, loader) for flags in args.comfyui_args or [""] for loader in args.loader]
+        for index, (flags, loader) in enumerate(runs):
+            print(f"running ComfyUI (--cpu {flags}, {loader} loading) ...", flush=True)
+            comfy_sides.append(_launch("comfyui", args, work, tag=f"-{index}", comfyui_args=flags, loader=loader))
         print("running diffusers ...", flush=True)
         ref = _launch("diffusers", args, work)
     _report(args, comfy_sides, ref)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TypeVar
 
 import comfy.controlnet
 import comfy.sd
@@ -14,11 +12,9 @@ from comfy_api.v0_0_2 import io
 
 from authface_core.errors import ModelFileError
 from authface_core.release import ReleaseLayout, check_release, clip_text_keys, load_checked_state_dict
-from authface_core.release.dropped import check_nothing_dropped, element_count
+from authface_core.release.host import load_part, load_streamed
 
 from .model_paths import AUTHFACE, register_model_folders
-
-T = TypeVar("T")
 
 WEIGHT_DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -59,45 +55,25 @@ def _with_identity_projection(clip_l: dict[str, torch.Tensor]) -> dict[str, torc
     return clip_l
 
 
-def _load_part(part: str, folder: str, states: list[dict[str, torch.Tensor]],
-               load: Callable[..., T | None], module: Callable[[T], torch.nn.Module], takes_keys: bool) -> T:
-    """``load(*states)`` checked for recognition and for weights left out; ``states`` are emptied.
-
-    ``takes_keys``: the loader moves every tensor it converts out of its state dict (ComfyUI's UNet
-    and ControlNet loaders), so the names left there are tensors it did not use. Emptying the dicts
-    drops this function's references to the memory-mapped tensors as soon as the part is built."""
-    release_elements = sum(element_count(state) for state in states)
-    try:
-        result = load(*states)
-        not_taken = sorted(key for state in states for key in state) if takes_keys else []
-    finally:
-        for state in states:
-            state.clear()
-    if result is None:
-        raise ModelFileError(f"ComfyUI did not recognise {folder} as the {part}; check that it is the "
-                             "AuthFace release's")
-    check_nothing_dropped(part, folder, release_elements, element_count(module(result).state_dict()), not_taken)
-    return result
-
-
 def load_release(layout: ReleaseLayout, dtype: torch.dtype | None) -> tuple:
     """MODEL, CLIP, VAE and CONTROL_NET of a checked release, through ComfyUI's own loaders, one part
-    at a time (each part's state dict is released before the next is read). ``dtype`` None lets
-    ComfyUI choose for the device. Raises ModelFileError when ComfyUI does not recognise a part or
+    at a time (each part's state dict is released before the next is read; the UNet and ControlNet,
+    nearly all the bytes, are filled tensor by tensor). ``dtype`` None lets ComfyUI choose for the
+    device. Raises ModelFileError when ComfyUI does not recognise a part or
     leaves some of its weights out."""
     options = {} if dtype is None else {"dtype": dtype}
     folders = {part: str(weights.folder) for part, weights in layout.components.items()}
-    model = _load_part(
-        "SDXL-family UNet", folders["unet"], [load_checked_state_dict(layout, "unet")],
+    model = load_streamed(
+        "SDXL-family UNet", layout.components["unet"],
         lambda sd: comfy.sd.load_diffusion_model_state_dict(sd, model_options=dict(options)),
-        lambda patcher: patcher.model.diffusion_model, takes_keys=True)
-    control_net = _load_part(
-        "SDXL ControlNet", folders["controlnet"], [load_checked_state_dict(layout, "controlnet")],
+        lambda patcher: patcher.model.diffusion_model)
+    control_net = load_streamed(
+        "SDXL ControlNet", layout.components["controlnet"],
         lambda sd: comfy.controlnet.load_controlnet_state_dict(sd, model_options=dict(options)),
-        lambda control: control.control_model, takes_keys=True)
-    vae = _load_part("SDXL VAE", folders["vae"], [load_checked_state_dict(layout, "vae")],
-                     lambda sd: comfy.sd.VAE(sd=sd), lambda vae: vae.first_stage_model, takes_keys=False)
-    clip = _load_part(
+        lambda control: control.control_model)
+    vae = load_part("SDXL VAE", folders["vae"], [load_checked_state_dict(layout, "vae")],
+                    lambda sd: comfy.sd.VAE(sd=sd), lambda vae: vae.first_stage_model, takes_keys=False)
+    clip = load_part(
         "SDXL text encoders (CLIP-L + OpenCLIP bigG)", folders["text_encoder"],
         [_with_identity_projection(clip_text_keys(load_checked_state_dict(layout, "text_encoder"))),
          clip_text_keys(load_checked_state_dict(layout, "text_encoder_2"))],
@@ -117,7 +93,9 @@ class AuthFaceModelLoader(io.ComfyNode):
             category="AuthFace/restore",
             description="Loads an AuthFace release folder from models/authface/ (diffusers layout; "
             "*.safetensors, *.fp16.safetensors or sharded) through ComfyUI's own loaders, so the "
-            "results are ordinary MODEL, CLIP, VAE and CONTROL_NET objects.",
+            "results are ordinary MODEL, CLIP, VAE and CONTROL_NET objects. The UNet and ControlNet are read "
+            "straight into the models ComfyUI builds (no second copy in memory); a release whose "
+            "weights ComfyUI would leave out is refused, naming them.",
             inputs=[
                 io.Combo.Input("release", options=release_folders(),
                                tooltip="a folder in models/authface/ holding unet/, controlnet/, vae/, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,3 +206,26 @@ def check_component_name(component: str) -> None:
     if component not in MODEL_COMPONENTS:
         raise ValueError(f"unknown release part {component!r}; choose one of {', '.join(MODEL_COMPONENTS)}")
 
+
+
+def add_shard(seen: Collection[str], path: Path, names: Iterable[str]) -> None:
+    """Check that the tensors of shard ``path`` are not among those ``seen`` in earlier shards."""
+    clash = set(seen) & set(names)
+    if clash:
+        raise ModelFileError(
+            f"{path} repeats tensors already read from another shard (e.g. {sorted(clash)[0]}); "
+            "the shards do not belong together: download the part again"
+        )
+
+
+def check_index_complete(weights: ComponentWeights, names: Collection[str]) -> None:
+    """Check that the shards of a part hold every tensor its index lists (no-op without index)."""
+    if weights.index is None:
+        return
+    expected = json.loads(weights.index.read_text(encoding="utf-8"))["weight_map"].keys()
+    missing = sorted(set(expected) - set(names))
+    if missing:
+        raise ModelFileError(
+            f"the shards of {weights.index} lack {len(missing)} tensor(s) the index lists "
+            f"(e.g. {missing[0]}): the shards are from another version; download the part again"
+        )

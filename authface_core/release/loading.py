@@ -11,15 +11,20 @@ prefix that transformers 4 (and so SDXL's own files) use; both are accepted, and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import ModelFileError
-from .files import ComponentWeights, check_component_name, safetensors_error, select_weights
+from .files import (
+    ComponentWeights,
+    add_shard,
+    check_component_name,
+    check_index_complete,
+    safetensors_error,
+    select_weights,
+)
 
 if TYPE_CHECKING:
     from .fit import ReleaseLayout
@@ -31,6 +36,8 @@ _CLIP_TRANSFORMER_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
 
 
 def load_files(weights: ComponentWeights) -> dict[str, torch.Tensor]:
+    """The merged state dict of a part's files (memory-mapped), with the shard checks of
+    :func:`~.files.check_shards`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -40,23 +47,10 @@ def load_files(weights: ComponentWeights) -> dict[str, torch.Tensor]:
             part = load_file(str(path))
         except (SafetensorError, OSError) as err:
             raise safetensors_error(path, err) from err
-        clash = state.keys() & part.keys()
-        if clash:
-            raise ModelFileError(
-                f"{path} repeats tensors already read from another shard (e.g. {sorted(clash)[0]}); "
-                "the shards do not belong together: download the part again"
-            )
+        add_shard(state.keys(), path, part.keys())
         state.update(part)
-    if weights.index is not None:
-        expected = json.loads(weights.index.read_text(encoding="utf-8"))["weight_map"].keys()
-        missing = sorted(set(expected) - state.keys())
-        if missing:
-            raise ModelFileError(
-                f"the shards of {weights.index} lack {len(missing)} tensor(s) the index lists "
-                f"(e.g. {missing[0]}): the shards are from another version; download the part again"
-            )
+    check_index_complete(weights, state.keys())
     return state
-
 
 
 def load_component_state_dict(
