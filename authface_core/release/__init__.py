@@ -15,10 +15,12 @@ A release is a diffusers-layout SDXL folder (DESIGN.md section 2)::
 - :mod:`.files`: which safetensors files hold a part (single file, fp16 variant, shards);
 - :mod:`.loading`: a part's plain state dict, memory-mapped;
 - :mod:`.fit`: :func:`check_release`, which reads only config.json files and safetensors headers;
-- :mod:`.dropped`: what a host's loader left out of a part it loaded.
+- :mod:`.streaming`: placeholders a host builds its model from, and reading each tensor into it;
+- :mod:`.dropped`: what a host's loader left out of a part it loaded;
+- :mod:`.host`: handing a part to a host's loader (streamed or as a state dict), with those checks.
 
-The ComfyUI loader node calls :func:`check_release`, then loads each part and hands the state dict
-to ComfyUI's own loaders. The names below are the public API.
+The ComfyUI loader node calls :func:`check_release`, then hands each part to ComfyUI's own
+loaders through :mod:`.host`. The names below are the public API.
 """
 
 from .files import (
