@@ -3,6 +3,7 @@ and ``authface restore CLIP.mp4`` on a real encoded clip (frame rate, size, fram
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from authface_core.faces.align import alignment_matrix, apply_affine
 from authface_core.faces.detect import get_detector
+from authface_core.faces.select import select_faces
 from authface_core.faces.types import FaceSet
 from authface_core.video.media import probe_video, read_frames
 from authface_core.video.smoothing import AlignmentSmoother, OneEuroFilter, OneEuroSettings
@@ -72,11 +74,16 @@ def test_tracks_keep_their_ids_through_missed_detections(t1_photo: Path, detecto
 
     # The batch form used by the ComfyUI node: the same ids on the FaceSet's records.
     faceset = FaceSet(image_sizes=[f.shape[:2] for f in frames],
-                      faces=[f for i, faces in enumerate(detections) for f in detector.detect(as_float(frames[i]), i)])
+                      faces=[replace(f, image_index=i) for i, faces in enumerate(detections) for f in faces])
     tracked = track_faces(faceset)
     per_frame = [[f.track_id for f in tracked.faces if f.image_index == i] for i in range(7)]
     assert per_frame[0] == list(range(6)) and per_frame[6] == list(range(6))
     assert per_frame[2] == per_frame[3] == [i for i in range(6) if i != tolerant[0][2]]
+    # Detect Faces' order=track: select=index picks track ids, so person 4 is kept in every frame
+    # although frames 2 and 3 have one face fewer before it.
+    chosen = select_faces(tracked, mode="index", indices=[tolerant[0][4]], order="track")
+    assert [f.image_index for f in chosen.faces] == list(range(7))
+    assert all(abs(f.box[0] - first[4].box[0]) < 30 for f in chosen.faces)
 
 
 def test_one_euro_filter_holds_a_still_signal_and_follows_a_move() -> None:

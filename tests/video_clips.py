@@ -74,3 +74,12 @@ def audio_packets(path: Path) -> list[bytes]:
         if not container.streams.audio:
             return []
         return [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+
+
+def audio_seconds(path: Path) -> float:
+    """Duration of the decoded audio of ``path`` in seconds (0 without audio)."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return 0.0
+        frames = list(container.decode(container.streams.audio[0]))
+        return sum(f.samples for f in frames) / frames[0].sample_rate if frames else 0.0

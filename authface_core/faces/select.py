@@ -8,10 +8,10 @@ from typing import Literal
 from .types import DetectedFace, FaceSet
 
 SelectMode = Literal["all", "largest", "index"]
-FaceOrder = Literal["left_to_right", "size"]
+FaceOrder = Literal["left_to_right", "size", "track"]
 
 SELECT_MODES: tuple[str, ...] = ("all", "largest", "index")
-FACE_ORDERS: tuple[str, ...] = ("left_to_right", "size")
+FACE_ORDERS: tuple[str, ...] = ("left_to_right", "size", "track")
 
 
 def _left_to_right_key(face: DetectedFace) -> tuple[float, float]:
@@ -23,7 +23,8 @@ def sort_faces(
     faces: Sequence[DetectedFace], order: FaceOrder = "left_to_right"
 ) -> list[DetectedFace]:
     """The faces in a stable order: "left_to_right" by box centre x, then centre y;
-    "size" largest first (``DetectedFace.size``), ties keeping their left-to-right order."""
+    "size" largest first (``DetectedFace.size``), ties keeping their left-to-right order; "track"
+    by ``track_id`` (faces of a video tracked by ``authface_core.video.tracking``)."""
     return [faces[i] for i in _order_positions(faces, order)]
 
 
@@ -33,6 +34,8 @@ def _order_positions(faces: Sequence[DetectedFace], order: str) -> list[int]:
     positions = sorted(range(len(faces)), key=lambda i: _left_to_right_key(faces[i]))
     if order == "size":
         positions.sort(key=lambda i: -faces[i].size)
+    elif order == "track":
+        positions.sort(key=lambda i: faces[i].track_id)
     return positions
 
 
@@ -55,7 +58,8 @@ def select_faces(
     - "index": the faces at positions ``indices`` of that order (0 = first; negative counts from
       the end, as in Python). Positions an image does not have are skipped for that image, so
       one index list serves a batch whose images hold different numbers of faces. ``count`` > 0
-      caps the number kept. ``indices`` is ignored by the other modes.
+      caps the number kept. With order "track" the indices are track ids, so a person stays
+      chosen in every frame whoever else is missed. ``indices`` is ignored by the other modes.
 
     The result lists the kept faces image by image (ascending ``image_index``), each image's
     faces in ``order``; ``image_sizes`` is copied and ``aligned`` entries, when present, follow
@@ -88,7 +92,7 @@ def select_faces(
         ranked = [
             candidates[i] for i in _order_positions([faces.faces[p] for p in candidates], order)
         ]
-        kept.extend(_pick(ranked, [faces.faces[p] for p in ranked], mode, count, indices))
+        kept.extend(_pick(ranked, [faces.faces[p] for p in ranked], mode, count, indices, order))
 
     return FaceSet(
         image_sizes=list(faces.image_sizes),
@@ -103,6 +107,7 @@ def _pick(
     mode: str,
     count: int,
     indices: Sequence[int],
+    order: str = "left_to_right",
 ) -> list[int]:
     """Positions chosen from ``ranked`` (one image's faces, already in the requested order)."""
     if mode == "all":
@@ -111,6 +116,9 @@ def _pick(
         by_size = sorted(range(len(ranked)), key=lambda i: -ranked_faces[i].size)
         chosen = set(by_size[: count or 1])
         return [p for i, p in enumerate(ranked) if i in chosen]
+    if order == "track":
+        picked = [p for p, face in zip(ranked, ranked_faces) if face.track_id in set(indices)]
+        return picked[:count] if count else picked
     n = len(ranked)
     wanted = {i % n for i in indices if -n <= i < n}
     picked = [p for i, p in enumerate(ranked) if i in wanted]
