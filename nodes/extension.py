@@ -9,6 +9,7 @@ from .apply import AuthFaceApply
 from .colorfix import AuthFaceColorFix
 from .conditioning import AuthFaceConditioning
 from .detect import AuthFaceDetectFaces
+from .face_prompts import AuthFaceFacePrompts
 from .masks import AuthFaceRegionMasks
 from .model_loader import AuthFaceModelLoader
 from .model_paths import register_model_folders
@@ -26,6 +27,7 @@ class AuthFaceExtension(ComfyExtension):
             AuthFacePasteFaces,
             AuthFaceModelLoader,
             AuthFaceConditioning,
+            AuthFaceFacePrompts,
             AuthFaceApply,
             AuthFaceReleaseNoise,
             AuthFaceColorFix,
