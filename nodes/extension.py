@@ -6,15 +6,18 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .align import AuthFaceAlignFaces
 from .apply import AuthFaceApply
+from .candidates import AuthFaceCandidates
 from .colorfix import AuthFaceColorFix
 from .conditioning import AuthFaceConditioning
 from .detect import AuthFaceDetectFaces
 from .face_prompts import AuthFaceFacePrompts
+from .identity_score import AuthFaceIdentityScore
 from .masks import AuthFaceRegionMasks
 from .model_loader import AuthFaceModelLoader
 from .model_paths import register_model_folders
 from .noise import AuthFaceReleaseNoise
 from .paste import AuthFacePasteFaces
+from .pick_best import AuthFacePickBest
 from .save16 import AuthFaceSaveImage16
 
 
@@ -30,6 +33,9 @@ class AuthFaceExtension(ComfyExtension):
             AuthFaceFacePrompts,
             AuthFaceApply,
             AuthFaceReleaseNoise,
+            AuthFaceCandidates,
+            AuthFacePickBest,
+            AuthFaceIdentityScore,
             AuthFaceColorFix,
             AuthFaceSaveImage16,
         ]

@@ -52,26 +52,38 @@ def draw_faces(image: np.ndarray, faces: Sequence[DetectedFace]) -> np.ndarray:
             cv2.circle(canvas, (int(x), int(y)), radius, colour, -1, cv2.LINE_AA)
         label = str(number)
         (_, text_h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, line)
-        origin = (x0, max(text_h + line, y0 - 2 * line))
-        # A dark outline keeps the number readable on any background.
+        put_text(canvas, label, (x0, max(text_h + line, y0 - 2 * line)), font_scale, line)
+    return canvas.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def put_text(
+    canvas: np.ndarray,
+    text: str,
+    origin: tuple[int, int],
+    font_scale: float,
+    line: int,
+    colour: tuple[int, int, int] = TEXT_COLOUR,
+) -> None:
+    """Write ``text`` on the uint8 RGB ``canvas`` in place, its baseline starting at ``origin``.
+    A dark outline keeps it readable on any background."""
+    for ink, width in ((OUTLINE_COLOUR, line + 2), (colour, line)):
         cv2.putText(
-            canvas,
-            label,
-            origin,
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            OUTLINE_COLOUR,
-            line + 2,
-            cv2.LINE_AA,
+            canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, width, cv2.LINE_AA
         )
-        cv2.putText(
-            canvas,
-            label,
-            origin,
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            TEXT_COLOUR,
-            line,
-            cv2.LINE_AA,
-        )
+
+
+def label_image(
+    image: np.ndarray, lines: Sequence[str], colour: tuple[int, int, int] = TEXT_COLOUR
+) -> np.ndarray:
+    """``image`` with ``lines`` written top-left, one under the other, sized to the image (a 512
+    crop gets text about 1/25 of its height). Returns a new HxWx3 float32 RGB array in [0, 1]."""
+    canvas = to_uint8_rgb(image).copy()
+    height, width = canvas.shape[:2]
+    font_scale = max(0.3, min(height, width) / 700)
+    line = max(1, round(min(height, width) / 300))
+    y = 0
+    for text in lines:
+        (_, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, line)
+        y += text_h + baseline + line
+        put_text(canvas, text, (2 * line + 2, y), font_scale, line, colour)
     return canvas.astype(np.float32) * np.float32(1.0 / 255.0)
