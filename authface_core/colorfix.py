@@ -1,4 +1,4 @@
-"""Colour correction of restored faces against the low-quality input (DESIGN.md section 2).
+"""Colour correction of restored faces against the low-quality input (docs/method.md).
 
 Layout: every function takes and returns float tensors of shape (B, C, H, W) with values in
 [0, 1] (BCHW, torch's convention). ComfyUI IMAGE tensors are (B, H, W, C): pass

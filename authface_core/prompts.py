@@ -1,4 +1,4 @@
-"""The released method's fixed prompts and sampling settings (DESIGN.md section 2).
+"""The released method's fixed prompts and sampling settings (docs/method.md).
 
 Texts are the defaults of the authors' ``test_face_xl.py`` (``--added_prompt``,
 ``--negative_prompt``), character for character; ``option/test/test_base.sh`` sets the guidance

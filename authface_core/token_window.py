@@ -3,7 +3,7 @@
 The reference pipeline tokenizes each prompt with truncation to CLIP's 77 positions: BOS, the
 first 75 text tokens, EOS, then padding. Long-prompt chunkers (ComfyUI's among them) instead
 split the text over several windows and may move a whole word to the next window early, which
-changes the embedding (DESIGN.md, "Faithfulness" 1). This module rebuilds the single window from
+changes the embedding (docs/faithfulness.md, cause 1). This module rebuilds the single window from
 any chunked token list.
 """
 

@@ -16,7 +16,7 @@ warm-up call:
 The total is set against one full-SDXL sampling step at 512x512 (ControlNet + UNet, CFG batch 2)
 and against a whole restoration of the photo's faces (``--steps`` steps per face, cost taken as
 linear in the number of faces). The step time is ``--step-seconds``; its default, 31.4 s, is
-what DESIGN.md section 4 gives for the development machine (diffusers, fp32, CPU: ControlNet
+what docs/machine.md gives for the development machine (diffusers, fp32, CPU: ControlNet
 10.3 s + UNet 21.1 s). ``python -m bench.bench_step`` measures it.
 
 Run: ``python -m bench.bench_overhead [--size 512] [--repeats 5] [--step-seconds S] [--steps 50]``.
@@ -43,8 +43,8 @@ from authface_core.prompts import RELEASE_STEPS
 
 from .timing import median_seconds
 
-DESIGN_STEP_SECONDS = 31.4  # DESIGN.md section 4: ControlNet 10.3 s + UNet 21.1 s, 512x512, this machine
-DESIGN_STEP_SOURCE = "DESIGN.md section 4, this machine, diffusers fp32 CPU: ControlNet 10.3 s + UNet 21.1 s"
+DESIGN_STEP_SECONDS = 31.4  # docs/machine.md: ControlNet 10.3 s + UNet 21.1 s, 512x512, this machine
+DESIGN_STEP_SOURCE = "docs/machine.md, this machine, diffusers fp32 CPU: ControlNet 10.3 s + UNet 21.1 s"
 
 
 def _t1_path() -> str:

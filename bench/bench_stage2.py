@@ -52,7 +52,7 @@ TINY_POOLED = 24
 TINY_TIME_DIM = 8
 FULL_SIZE = 512
 GIB = 1024**3
-# Eye, eye, mouth boxes of a 512 FFHQ-aligned face (DESIGN.md: eyes ~9 latent px, mouth ~14).
+# Eye, eye, mouth boxes of a 512 FFHQ-aligned face (docs/method.md: eyes ~9 latent px, mouth ~14).
 BOXES_512 = [[110.0, 206.0, 182.0, 262.0], [310.0, 206.0, 382.0, 262.0], [198.0, 334.0, 310.0, 406.0]]
 
 

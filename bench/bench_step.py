@@ -65,7 +65,7 @@ WORKERS = ("generate", "comfyui", "diffusers")
 LOADERS = ("streamed", "state_dict")
 SEED = 0
 CONTEXT_TOKENS = 77
-# The AuthFace ControlNet's hint encoder (DESIGN.md section 2).
+# The AuthFace ControlNet's hint encoder (docs/method.md).
 CONDITIONING_CHANNELS = (16, 32, 96, 256)
 # Single files: ComfyUI's side reads them as the AuthFace loader does; diffusers would shard at 10 GB.
 MAX_SHARD_SIZE = "40GB"
@@ -178,7 +178,7 @@ def run_comfyui(work: Path, size: int, steps: int, host: Path, flags: list[str],
     guider.set_cfg(RELEASE_CFG)
     sampler = comfy.samplers.sampler_object("ddim")
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "ddim_uniform", RELEASE_STEPS)
-    # The sampler starts from noise * sigmas[0] below sigma_max (DESIGN.md section 3, cause 2);
+    # The sampler starts from noise * sigmas[0] below sigma_max (docs/faithfulness.md, cause 2);
     # this noise makes the model input x / sqrt(1 + sigma^2) exactly the shared unit-variance latent.
     sigma0 = float(sigmas[0])
     noise = data["latent"] * math.sqrt(1.0 + sigma0**2) / sigma0

@@ -16,7 +16,7 @@ class ReleaseNoise:
 
     The reference starts from x_T ~ N(0, 1) at its first timestep; in ComfyUI's sigma space that
     is ``noise * sqrt(1 + sigma0^2)``. KSampler multiplies the noise by ``sigma0`` whenever the
-    first sigma is below the model's sigma_max (DESIGN.md, "Faithfulness" 2), so this noise is
+    first sigma is below the model's sigma_max (docs/faithfulness.md, cause 2), so this noise is
     pre-scaled by ``sqrt(1 + sigma0^2) / sigma0`` in that case and left as is otherwise.
 
     A latent carrying noise keys (``authface_core.noise_keys``, e.g. from AuthFace Candidates)

@@ -37,7 +37,7 @@ def _image_box(row0: int, col0: int, rows: int, cols: int) -> list[float]:
 
 
 def _face_boxes(batch: int) -> torch.Tensor:
-    """Plausible 512x512 face boxes: eyes ~9 latent px wide, mouth ~14 (DESIGN.md)."""
+    """Plausible 512x512 face boxes: eyes ~9 latent px wide, mouth ~14 (docs/method.md)."""
     one = [
         _image_box(26, 14, 7, 10),
         _image_box(26, 39, 7, 10),

@@ -19,7 +19,7 @@ from release_fixture import cached_release
 pytestmark = pytest.mark.host
 
 ALIGNED_WORKFLOW = REPO / "workflows" / "api" / "authface_restore_aligned.json"
-# A tensor of the cross-attention mid block (DESIGN.md section 3): the Vega-shaped fixture's
+# A tensor of the cross-attention mid block (docs/fixtures.md): the Vega-shaped fixture's
 # ComfyUI preset has a plain resnet mid block and no place for it.
 EXTRA_KEY = "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"
 UNET_FILE = "diffusion_pytorch_model.safetensors"

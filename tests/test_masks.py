@@ -43,7 +43,7 @@ def test_latent_boxes_at_512_have_the_stated_sizes(aligned_512: list[AlignedFace
     eyes, mouths = sides[:, :2], sides[:, 2]
     print(f"latent box sides at 512: eyes {np.round(eyes.ravel(), 1)} (median {np.median(eyes):.2f}), "
           f"mouths {np.round(mouths, 1)} (median {np.median(mouths):.2f})")
-    # DESIGN.md: "at 512 input an eye is ~9 latent px, a mouth ~14". These are smiling faces,
+    # docs/method.md: "at 512 input an eye is ~9 latent px, a mouth ~14". These are smiling faces,
     # whose mouths are wider than the template's (15.4 latent px with our margin).
     assert 8.0 <= np.median(eyes) <= 10.5 and 13.0 <= np.median(mouths) <= 19.0
     assert eyes.min() >= 7.0 and eyes.max() <= 12.0

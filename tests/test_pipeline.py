@@ -23,7 +23,7 @@ from authface_core.prompts import NEGATIVE_PROMPT, POSITIVE_PROMPT
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / ".cache/hosts/comfyui-0.30.0/comfy/sd1_tokenizer"
 SIZE = 64
 # stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json (its "set_alpha_to_one":
-# false is the DDIM trap of DESIGN.md).
+# false is the DDIM trap of docs/faithfulness.md).
 SDXL_SCHEDULER_CONFIG = {
     "_class_name": "EulerDiscreteScheduler",
     "beta_end": 0.012,
@@ -58,7 +58,7 @@ def _text_config(hidden: int):
 
 def build_tiny_release(root: Path) -> Path:
     """A complete release of tiny models with scales that make prompts and hints matter: token
-    embeddings of std 1, re-randomised ControlNet zero convs and hint encoder (DESIGN.md,
+    embeddings of std 1, re-randomised ControlNet zero convs and hint encoder (docs/fixtures.md,
     section 3)."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection

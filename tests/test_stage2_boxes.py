@@ -58,7 +58,7 @@ def test_latent_box_centres_lie_on_the_landmark_hulls(dataset: Stage2Dataset) ->
             assert cv2.pointPolygonTest(hull, centre, True) >= -0.5, (record.path, group[0], centre)
         eye_sides = latent_boxes[:2, 2] - latent_boxes[:2, 0]
         mouth_side = latent_boxes[2, 2] - latent_boxes[2, 0]
-        # DESIGN.md: at 512 an eye is ~9 latent px, a mouth ~14.
+        # docs/method.md: at 512 an eye is ~9 latent px, a mouth ~14.
         assert np.all((eye_sides > 6) & (eye_sides < 14)), (record.path, eye_sides)
         assert 10 < mouth_side < 24, (record.path, mouth_side)
         left, right, mouth = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in latent_boxes]

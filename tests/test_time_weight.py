@@ -1,4 +1,4 @@
-"""Logit-normal time weight of the facial loss (paper eq. 3, DESIGN.md section 2)."""
+"""Logit-normal time weight of the facial loss (paper eq. 3, docs/method.md)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_mode_matches_analytic_stationary_point() -> None:
     grid = torch.linspace(1e-5, 1 - 1e-5, 100_000, dtype=torch.float64)
     argmax = float(grid[torch.argmax(logit_normal_weight(grid, M, S))])
     assert abs(argmax - mode) < 2e-5  # grid spacing 1e-5
-    assert 0.27 < mode < 0.29  # "about 0.28" (DESIGN.md)
+    assert 0.27 < mode < 0.29  # "about 0.28" (docs/method.md)
     # Not at the median: the appendix's "peaks at t = 0.37" is the median, not the peak.
     assert mode < 1.0 / (1.0 + math.exp(0.5)) - 0.05
 

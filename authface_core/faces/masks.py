@@ -30,7 +30,7 @@ COMPONENT_LANDMARKS = (LEFT_EYE_68, RIGHT_EYE_68, MOUTH_68)
 # 22-57 px (median 49; 22 is the far eye of a turned head), mouth widths 70-145 px (median 120;
 # the 5-point template's mouth is 112). With these margins the latent (1/8) eye box side is
 # 7.7-10.7 (median 9.2) and the mouth's 12.8-19.9 (median 16.5; 15.4 for the template's mouth):
-# DESIGN.md's "eye ~9, mouth ~14" at 512, the mouth a little larger for these smiling faces.
+# docs/method.md's "eye ~9, mouth ~14" at 512, the mouth a little larger for these smiling faces.
 EYE_MARGIN = 1.5
 MOUTH_MARGIN = 1.1
 EYE_MIN_FRACTION = 0.12

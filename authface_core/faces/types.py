@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Indices into the 68 points: eyes and mouth as the paper uses them (DESIGN.md section 2).
+# Indices into the 68 points: eyes and mouth as the paper uses them (docs/method.md).
 LEFT_EYE_68 = tuple(range(36, 42))  # the eye on the image's left (the subject's right eye)
 RIGHT_EYE_68 = tuple(range(42, 48))
 MOUTH_68 = tuple(range(48, 68))

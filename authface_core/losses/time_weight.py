@@ -3,7 +3,7 @@
 ``t`` is the normalised diffusion time ``timestep / num_train_timesteps`` in [0, 1]
 (t = 0 is the clean latent, t -> 1 pure noise). The paper writes ``logit(t) = log 1/(t(1-t))``;
 that is a typo for ``logit(t) = log(t / (1 - t))``, the definition under which eq. 3 is the
-logit-normal density of Esser et al. 2024 (SD3), the one the paper cites (DESIGN.md section 2).
+logit-normal density of Esser et al. 2024 (SD3), the one the paper cites (docs/method.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The released AuthFace restore algorithm on diffusers' model classes (DESIGN.md section 2).
+"""The released AuthFace restore algorithm on diffusers' model classes (docs/method.md).
 
 Per batch of low-quality (LQ) face crops, as the authors' ``pipelines/pipeline_xl.py`` runs it:
 start from unit-variance noise, 50 DDPM steps on "leading" timesteps, classifier-free guidance

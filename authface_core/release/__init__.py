@@ -1,7 +1,7 @@
 """Reading an AuthFace release folder: which files hold each part, loading them, and whether the
 parts fit together.
 
-A release is a diffusers-layout SDXL folder (DESIGN.md section 2)::
+A release is a diffusers-layout SDXL folder (docs/method.md)::
 
     unet/            config.json + weights   Stage I SDXL UNet (diffusers keys)
     controlnet/      config.json + weights   SDXL ControlNet, 3-channel RGB hint

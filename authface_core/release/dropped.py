@@ -1,7 +1,7 @@
 """What a host's loader left out of a release part it loaded, found from data, not from its log.
 
 ComfyUI picks a model class for a state dict by matching tensor shapes against fixed presets; a
-preset can match while the release holds tensors it has no place for (DESIGN.md section 3: a
+preset can match while the release holds tensors it has no place for (docs/fixtures.md: a
 Vega-shaped UNet with a cross-attention mid block loads as "Segmind_Vega" without its mid
 attention). The model then runs without those trained weights. Two facts show it, both read
 from the objects the loader hands back:

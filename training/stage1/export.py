@@ -3,7 +3,7 @@
 Both hold the same tensors under diffusers' key names:
 
 - ``<export>/unet/config.json`` + ``diffusion_pytorch_model.safetensors``: the ``unet/`` part of an
-  AuthFace release (DESIGN.md section 2), loadable with ``UNet2DConditionModel.from_pretrained``;
+  AuthFace release (docs/method.md), loadable with ``UNet2DConditionModel.from_pretrained``;
 - ``<export>/<name>.safetensors``: the same file under another name (a hard link when the file
   system allows it, else a copy) for ComfyUI's ``models/diffusion_models/`` and its UNETLoader:
   ComfyUI's ``load_diffusion_model_state_dict`` recognises diffusers-keyed SDXL UNets.

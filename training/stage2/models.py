@@ -22,7 +22,7 @@ from authface_core.losses.facial import COMPONENTS
 from training.sdxl_parts import SDXLParts, load_sdxl_parts
 
 BASE_PARTS: tuple[str, ...] = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-# conditioning_embedding_out_channels of the released ControlNet (DESIGN.md section 2).
+# conditioning_embedding_out_channels of the released ControlNet (docs/method.md).
 HINT_CHANNELS: tuple[int, ...] = (16, 32, 96, 256)
 
 

@@ -1,6 +1,6 @@
 """One Stage II iteration: the ControlNet update on L_noise + L_facial, then the discriminator update.
 
-Paper Sec. 3.2, eqs. 1-4; DESIGN.md section 2. Per micro-batch of HQ faces ``x``, LQ hints ``c``
+Paper Sec. 3.2, eqs. 1-4; docs/method.md. Per micro-batch of HQ faces ``x``, LQ hints ``c``
 and eye/mouth boxes:
 
     z0 = VAE(x) * scaling, t ~ U{0..T-1}, eps ~ N(0, I), z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps
