@@ -31,8 +31,14 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray, image_index: int = 0) -> list[DetectedFace]: ...
 
 
-def get_detector(name: str = "dlib", **options: Any) -> FaceDetector:
+def get_detector(name: str = "dlib", retry_padded: bool = True, **options: Any) -> FaceDetector:
     """A detector by name, configured by ``options``.
+
+    With ``retry_padded`` (the default) a photo in which the detector finds no face is searched
+    again on padded copies (and, for small photos, enlarged ones), so that tight portrait crops
+    whose forehead and chin are cut off are found: see
+    :class:`~authface_core.faces.detect_retry.PaddedRetryDetector`. The enlarging is left out
+    when ``upsample=0`` asks the detector not to look for small faces.
 
     - "dlib": dlib's HOG detector + 68-point shape predictor (default; CPU, about 0.1 s for a
       1280 px photo). Options: see :class:`~authface_core.faces.detect_dlib.DlibDetector`.
@@ -47,15 +53,22 @@ def get_detector(name: str = "dlib", **options: Any) -> FaceDetector:
     name, TypeError for an unknown option, MissingDependencyError / ModelFileError when the
     backend or its model files are missing.
     """
+    detector: FaceDetector
     if name == "dlib" or name == "dlib_cnn":
         from .detect_dlib import DlibDetector
 
-        return DlibDetector(cnn=name == "dlib_cnn", **options)
-    if name == "insightface":
+        detector = DlibDetector(cnn=name == "dlib_cnn", **options)
+    elif name == "insightface":
         from .detect_insightface import InsightFaceDetector
 
-        return InsightFaceDetector(**options)
-    raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
+        detector = InsightFaceDetector(**options)
+    else:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
+    if not retry_padded:
+        return detector
+    from .detect_retry import PaddedRetryDetector
+
+    return PaddedRetryDetector(detector, upscale=options.get("upsample") != 0)
 
 
 def _batch_images(images: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray]:
