@@ -158,11 +158,10 @@ class Trainer:
         self.metrics = MetricsFile(self.output / METRICS_FILE, accelerator.is_main_process)
         if accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
-        # The run's position: the optimizer step reached, where this launch started, and the
-        # last step checkpointed (set again by resume()).
+        # The run's position: the optimizer step reached and where this launch started (both set
+        # by resume()), and the checkpoint it resumed from.
         self.step = 0
         self.start_step = 0
-        self.last_checkpoint = 0
         self.resumed_from: Path | None = None
 
     # ------------------------------------------------------------------ set-up helpers
@@ -200,7 +199,7 @@ class Trainer:
             return None
         state = load_checkpoint(self.accelerator, path, self.extras())
         self.resumed_from = path
-        self.step = self.start_step = self.last_checkpoint = int(state["step"])
+        self.step = self.start_step = int(state["step"])
         self.metrics.truncate(self.step)
         logger.info("resumed from %s at step %d", path, self.step)
         return state
@@ -243,7 +242,6 @@ class Trainer:
         state, files = self.checkpoint_state()
         path = save_checkpoint(self.accelerator, self.output / "checkpoints", self.step, state,
                                self.config.checkpoints_total_limit, self.extras(), files)
-        self.last_checkpoint = self.step
         logger.info("step %d: checkpoint %s", self.step, path)
         return path
 
