@@ -11,6 +11,7 @@ from authface_core.faces.detect import get_detector
 from authface_core.faces.draw import draw_faces
 from authface_core.faces.select import select_faces
 from authface_core.faces.types import FaceSet
+from authface_core.video.tracking import track_faces
 from authface_core.images import to_rgb_float
 
 from .model_paths import insightface_root
@@ -58,7 +59,9 @@ class AuthFaceDetectFaces(io.ComfyNode):
                                 tooltip="with select=index: comma-separated indices in the chosen order"),
                 io.Int.Input("min_face_size", default=32, min=0, max=8192,
                              tooltip="drop faces smaller than this many pixels"),
-                io.Combo.Input("order", options=["left_to_right", "size"], default="left_to_right"),
+                io.Combo.Input("order", options=["left_to_right", "size", "track"], default="left_to_right",
+                               tooltip="track: the batch is a video's frames; faces are tracked across them and "
+                               "numbered by person (track id), so select=index keeps the same people in every frame"),
             ],
             outputs=[
                 Faces.Output("faces"),
@@ -74,6 +77,8 @@ class AuthFaceDetectFaces(io.ComfyNode):
         det = _make_detector(detector)
         faces = [face for index, img in enumerate(with_progress(arrays)) for face in det.detect(img, index)]
         faceset = FaceSet(image_sizes=[img.shape[:2] for img in arrays], faces=faces)
+        if order == "track":
+            faceset = track_faces(faceset)
         faceset = select_faces(faceset, mode=select, count=max_faces,
                                indices=_parse_indices(face_indices) if select == "index" else (),
                                min_size=float(min_face_size), order=order)

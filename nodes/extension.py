@@ -19,6 +19,7 @@ from .noise import AuthFaceReleaseNoise
 from .paste import AuthFacePasteFaces
 from .pick_best import AuthFacePickBest
 from .save16 import AuthFaceSaveImage16
+from .track_noise import AuthFaceTrackNoise
 
 
 class AuthFaceExtension(ComfyExtension):
@@ -33,6 +34,7 @@ class AuthFaceExtension(ComfyExtension):
             AuthFaceFacePrompts,
             AuthFaceApply,
             AuthFaceReleaseNoise,
+            AuthFaceTrackNoise,
             AuthFaceCandidates,
             AuthFacePickBest,
             AuthFaceIdentityScore,

@@ -7,11 +7,14 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import pytest
 
 from comfy_host import REPO, ComfyHost
+from video_clips import write_clip
 
 pytestmark = [pytest.mark.host, pytest.mark.browser]
 
@@ -85,12 +88,16 @@ def open_app(driver, host: ComfyHost, timeout: float = 120.0) -> None:
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_ui_workflow_loads_in_the_page(comfy_host: ComfyHost, browser, path: Path, t1_photo: Path,
-                                       hanks_photo: Path) -> None:
+                                       hanks_photo: Path, tmp_path: Path) -> None:
     workflow = json.loads(path.read_text())
-    # The images the workflows name, so LoadImage shows a valid file as it would for a user.
+    # The images and videos the workflows name, so LoadImage/LoadVideo show a valid file as they
+    # would for a user.
     for node in workflow["nodes"]:
         if node["type"] == "LoadImage":
             comfy_host.add_input(hanks_photo if "aligned" in path.stem else t1_photo, node["widgets_values"][0])
+        if node["type"] == "LoadVideo":
+            frames = [cv2.cvtColor(cv2.imread(str(hanks_photo)), cv2.COLOR_BGR2RGB)[:112, :112]] * 2
+            comfy_host.add_input(write_clip(tmp_path / "clip.mp4", frames, Fraction(24)), node["widgets_values"][0])
     open_app(browser, comfy_host)
     result = browser.execute_async_script(LOAD_AND_INSPECT, workflow)
     ARTIFACTS.mkdir(exist_ok=True)

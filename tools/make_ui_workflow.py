@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# A V3 DynamicCombo (SaveVideo's codec on newer hosts) shows as a combo widget with its option key.
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 40, 340
 
 
