@@ -45,7 +45,7 @@ $(VENV)/.stamp-torch: constraints.txt
 # The current host's requirements go into .venv; the pack and its dev/train extras after them.
 $(VENV)/.stamp-pack: $(VENV)/.stamp-torch pyproject.toml requirements.txt tools/setup_hosts.py $(HOST_CURRENT)/.stamp-src
 	$(PIP) install -c constraints.txt -r $(HOST_CURRENT)/requirements.host.txt
-	$(PIP) install -c constraints.txt -e '.[dev,train,insightface,video]'
+	$(PIP) install -c constraints.txt -e '.[dev,train,insightface,video,eval]'
 	$(PIP) install -c constraints.txt facexlib==0.3.0
 	touch $@
 

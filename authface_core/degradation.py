@@ -103,13 +103,22 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def degrade(image: np.ndarray, config: DegradationConfig, rng: np.random.Generator) -> np.ndarray:
+def degrade(
+    image: np.ndarray,
+    config: DegradationConfig,
+    rng: np.random.Generator,
+    record: dict[str, float | int | str] | None = None,
+) -> np.ndarray:
     """Degrade a clean RGB image: blur -> downsample -> noise -> JPEG -> resize back.
 
     Args:
         image: (H, W, 3) float in [0, 1] (not modified).
         config: ranges and stage probabilities.
         rng: source of every random choice; the same generator state gives the same output.
+        record: when given, filled with the drawn parameters of the stages that ran:
+            ``blur`` ("iso"/"aniso"), ``blur_sigma_x``, ``blur_sigma_y``, ``blur_theta``
+            (radians), ``downsample`` (factor), ``noise_sigma`` (8-bit levels),
+            ``jpeg_quality``.
 
     Returns:
         (H, W, 3) float32 in [0, 1].
@@ -119,24 +128,31 @@ def degrade(image: np.ndarray, config: DegradationConfig, rng: np.random.Generat
     """
     img = _check_image(image)
     h, w = img.shape[:2]
+    drawn: dict[str, float | int | str] = {} if record is None else record
     if rng.random() < config.blur_prob:
         if rng.random() < config.iso_prob:
-            sigma = rng.uniform(*config.blur_sigma)
-            kernel = gaussian_kernel(config.kernel_size, sigma, sigma)
+            sigma_x = sigma_y = rng.uniform(*config.blur_sigma)
+            kind, theta = "iso", 0.0
         else:
             sigma_x, sigma_y = rng.uniform(*config.blur_sigma, size=2)
-            kernel = gaussian_kernel(config.kernel_size, sigma_x, sigma_y, rng.uniform(-math.pi, math.pi))
+            kind, theta = "aniso", rng.uniform(-math.pi, math.pi)
+        kernel = gaussian_kernel(config.kernel_size, sigma_x, sigma_y, theta)
+        drawn.update(blur=kind, blur_sigma_x=float(sigma_x), blur_sigma_y=float(sigma_y), blur_theta=float(theta))
         img = cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
     if rng.random() < config.downsample_prob:
         scale = rng.uniform(*config.downsample_range)
+        drawn["downsample"] = float(scale)
         size = (max(1, int(w / scale)), max(1, int(h / scale)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
     if rng.random() < config.noise_prob:
         sigma = rng.uniform(*config.noise_range) / 255.0
+        drawn["noise_sigma"] = float(sigma * 255.0)
         noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
         img = np.clip(img + noise, 0.0, 1.0)
     if rng.random() < config.jpeg_prob:
-        img = jpeg_compress(img, int(rng.integers(config.jpeg_range[0], config.jpeg_range[1] + 1)))
+        quality = int(rng.integers(config.jpeg_range[0], config.jpeg_range[1] + 1))
+        drawn["jpeg_quality"] = quality
+        img = jpeg_compress(img, quality)
     if img.shape[:2] != (h, w):
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
     if config.quantize:

@@ -1,0 +1,54 @@
+"""Image folders as the evaluation commands see them: files paired by name, read as RGB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AuthFaceError
+from ..images import to_rgb_float
+
+# Formats OpenCV decodes that photo collections use.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageFileError(AuthFaceError):
+    """An image file cannot be read or decoded."""
+
+
+def list_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """The images directly in ``folder`` by file stem, and notes on files left out (a second file
+    with the same stem). Raises ImageFileError when ``folder`` is not a folder."""
+    if not folder.is_dir():
+        raise ImageFileError(f"{folder} is not a folder")
+    found: dict[str, Path] = {}
+    notes = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.stem in found:
+            notes.append(f"{path}: left out, {found[path.stem].name} has the same name")
+            continue
+        found[path.stem] = path
+    return found, notes
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """``path`` as HxWx3 float32 RGB in [0, 1] (8- or 16-bit files; alpha dropped, grey
+    repeated). Raises ImageFileError naming the file when it cannot be read or decoded."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise ImageFileError(f"cannot read {path}: {err}") from err
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageFileError(f"{path} is not an image OpenCV can decode (empty, truncated or unsupported)")
+    if image.ndim == 3 and image.shape[2] >= 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    try:
+        return to_rgb_float(image)
+    except ValueError as err:
+        raise ImageFileError(f"{path}: {err}") from err
