@@ -1,11 +1,11 @@
-"""Command line: ``authface restore PHOTO... --model DIR --out DIR``.
+"""Command line: ``authface restore PHOTO_OR_FOLDER... --model DIR --out DIR``.
 
 Restores every face of each photo (or, with ``--aligned``, each already-aligned face crop: the
-paper's setting) with the released AuthFace method and writes ``OUT/<name>.png``. Images are
-read with OpenCV from bytes (so non-ASCII paths work); grey, RGB, RGBA, 8- and 16-bit inputs are
-accepted; the output keeps the input's bit depth and alpha channel (grey becomes RGB). Inputs
-are never overwritten. Exit status: 0 when every photo was written, 1 when any failed, 2 for
-bad arguments or an unusable model folder.
+paper's setting) with the released AuthFace method and writes ``OUT/<relative path>.png``;
+folders are walked recursively. The work itself lives in :mod:`authface_core.archive` (batching
+across photos, resumable manifest, one process per GPU under torchrun / accelerate launch; see
+there for image formats). Inputs are never overwritten. Exit status: 0 when every photo was
+written, 1 when any failed, 2 for bad arguments or an unusable model folder.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from .colorfix import COLOR_FIX_METHODS
 from .errors import AuthFaceError
@@ -25,13 +23,14 @@ from .faces.detect import DETECTOR_NAMES
 from .prompts import RELEASE_CFG, RELEASE_STEPS
 
 if TYPE_CHECKING:
+    from .archive import ArchiveSettings, InputFile
+    from .identity.base import FaceEmbedder
     from .faces.detect import FaceDetector
     from .pipeline import AuthFacePipeline
 
 logger = logging.getLogger("authface")
 
 DTYPES = ("fp32", "fp16", "bf16")
-OUTPUT_SUFFIX = ".png"
 
 
 class CliError(AuthFaceError):
@@ -39,7 +38,7 @@ class CliError(AuthFaceError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``authface`` argument parser (``restore``; ``degrade`` and ``evaluate`` from cli_eval)."""
+    """The ``authface`` argument parser (one sub-command, ``restore``)."""
     from .pipeline.sampling import SAMPLERS
 
     parser = argparse.ArgumentParser(prog="authface", description="AuthFace blind face restoration (SDXL + ControlNet).")
@@ -47,9 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     restore = commands.add_parser(
         "restore",
         help="restore the faces of photos",
-        description="Detect, align, restore and paste back every face of each photo; writes OUT/<name>.png.",
+        description="Detect, align, restore and paste back every face of each photo; writes OUT/<relative path>.png "
+        "and OUT/manifest.jsonl. Folders are walked recursively; a rerun skips finished photos. Under torchrun or "
+        "accelerate launch each process restores its own share of the photos.",
     )
-    restore.add_argument("photos", nargs="+", type=Path, help="input images (any format OpenCV reads)")
+    restore.add_argument(
+        "photos", nargs="+", type=Path,
+        help="input images (any format OpenCV reads), folders of them (walked recursively; other files are "
+        "skipped with a note) or videos (.mp4 .mov .m4v .mkv .webm .avi: faces tracked, "
+        "written as OUT/<name>.mp4 or .mkv with the source's frame rate, size and audio)",
+    )
     restore.add_argument("--model", required=True, type=Path, help="AuthFace release folder (diffusers layout)")
     restore.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     restore.add_argument("--steps", type=int, default=RELEASE_STEPS, help=f"sampling steps (default {RELEASE_STEPS})")
@@ -68,9 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--aligned", action="store_true", help="inputs are aligned square face crops: restore them directly"
     )
-    from .cli_eval import add_eval_commands
-
-    add_eval_commands(commands)
+    restore.add_argument(
+        "--report", action="store_true",
+        help="score each restored face against its input face with an identity embedding (in manifest.jsonl)",
+    )
+    restore.add_argument(
+        "--dry-run", action="store_true",
+        help="count the photos and faces still to restore and estimate the time; writes nothing",
+    )
     return parser
 
 
@@ -91,169 +102,83 @@ def _check_device(device: str) -> None:
         raise CliError(f"--device {device} asked for CUDA, but torch sees no CUDA GPU here; use --device cpu")
 
 
-def output_paths(photos: Sequence[Path], out: Path) -> list[Path]:
-    """``out/<stem>.png`` per photo. Raises CliError when two photos share a name stem or an
-    output would overwrite an input."""
-    targets = [out / (photo.stem + OUTPUT_SUFFIX) for photo in photos]
-    seen: dict[Path, Path] = {}
-    for photo, target in zip(photos, targets):
-        if target in seen:
-            raise CliError(f"{seen[target]} and {photo} would both be written to {target}; rename one of them")
-        seen[target] = photo
-    inputs = {photo.resolve() for photo in photos}
-    for target in targets:
-        if target.resolve() in inputs:
-            raise CliError(f"writing {target} would overwrite an input image; choose another --out folder")
-    return targets
+def _archive_settings(args: argparse.Namespace) -> ArchiveSettings:
+    from .archive import ArchiveSettings
+
+    return ArchiveSettings(
+        model=str(args.model.resolve()), steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler,
+        color_fix=args.color_fix, size=args.size, aligned=args.aligned, dtype=args.dtype,
+    )
 
 
-def read_image(path: Path) -> np.ndarray:
-    """The image as OpenCV decodes it (BGR/BGRA/grey, uint8 or uint16), read from bytes so that
-    any path works. Raises CliError when the file cannot be read or decoded."""
-    import cv2
+def _restore_videos(videos: Sequence[InputFile], pipeline: AuthFacePipeline, detector: FaceDetector | None,
+                    args: argparse.Namespace) -> int:
+    """Restore this rank's videos; returns how many failed."""
+    from .video.command import restore_video_file
 
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise CliError(f"cannot read {path}: {err}") from err
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise CliError(f"{path} is not an image OpenCV can decode (empty, truncated or unsupported format)")
-    if image.dtype not in (np.uint8, np.uint16) and not np.issubdtype(image.dtype, np.floating):
-        raise CliError(f"{path} has pixel type {image.dtype}; use 8- or 16-bit images")
-    return image
+    failures = 0
+    for video in videos:
+        try:
+            restore_video_file(video.source, (args.out / video.relative).parent, pipeline, detector, args)
+        except (AuthFaceError, ValueError) as err:
+            failures += 1
+            logger.error("%s: %s", video.source, err)
+    return failures
 
 
-def _to_rgb_layout(image: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR(A) channel order to RGB(A); grey is left as it is."""
-    import cv2
+def _report_embedder() -> FaceEmbedder:
+    """The identity embedding ``--report`` scores with: dlib's, which works offline."""
+    from .identity import load_embedder
 
-    if image.ndim == 2 or image.shape[2] == 1:
-        return image
-    code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(image, code)
-
-
-def write_png(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, like: np.dtype) -> None:
-    """Write float RGB (and alpha) in [0, 1] as a PNG in ``like``'s depth (16 bits for uint16
-    input, else 8), clipped and rounded by :func:`authface_core.images.write_png`."""
-    from .images import write_png as write_levels
-
-    planes = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
-    try:
-        write_levels(path, planes, bits=16 if like == np.uint16 else 8)
-    except OSError as err:
-        raise CliError(str(err)) from err
-
-
-def _copy_through(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    ok, encoded = cv2.imencode(OUTPUT_SUFFIX, image)
-    if not ok:
-        raise CliError(f"OpenCV could not encode {path}")
-    encoded.tofile(str(path))
-
-
-def _restore_aligned(
-    rgb: np.ndarray, pipeline: AuthFacePipeline, args: argparse.Namespace, progress: Callable[[int, int], None]
-) -> np.ndarray:
-    """One aligned crop restored at ``--size`` and brought back to its own size."""
-    import cv2
-    import torch
-
-    height, width = rgb.shape[:2]
-    if height != width:
-        raise CliError(f"--aligned inputs must be square face crops, got {width}x{height}")
-    size = args.size
-    crop = rgb if height == size else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if height > size else cv2.INTER_CUBIC)
-    restored = pipeline.restore(
-        torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None],
-        steps=args.steps,
-        cfg=args.cfg,
-        seed=args.seed,
-        sampler=args.sampler,
-        color_fix=args.color_fix,
-        batch_size=args.batch_size,
-        progress=progress,
-    )[0].permute(1, 2, 0).numpy()
-    if height == size:
-        return restored
-    back = cv2.resize(restored, (width, height), interpolation=cv2.INTER_AREA if size > height else cv2.INTER_CUBIC)
-    return np.clip(back, 0.0, 1.0)
-
-
-def _restore_one(
-    photo: Path, target: Path, pipeline: AuthFacePipeline, detector: FaceDetector | None, args: argparse.Namespace
-) -> None:
-    from tqdm import tqdm
-
-    from .images import split_alpha
-    from .pipeline import restore_photo
-
-    decoded = read_image(photo)
-    rgb, alpha = split_alpha(_to_rgb_layout(decoded))
-    with tqdm(total=args.steps, desc=photo.name, unit="step", leave=False) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        if args.aligned:
-            restored = _restore_aligned(rgb, pipeline, args, progress)
-        else:
-            restored, faces = restore_photo(
-                rgb,
-                pipeline,
-                detector,
-                args.size,
-                steps=args.steps,
-                cfg=args.cfg,
-                seed=args.seed,
-                sampler=args.sampler,
-                color_fix=args.color_fix,
-                batch_size=args.batch_size,
-                progress=progress,
-            )
-            if not faces.faces:
-                logger.warning("no face found in %s: copied through unchanged to %s", photo, target)
-                _copy_through(target, decoded)
-                return
-    write_png(target, restored, alpha, decoded.dtype)
-    logger.info("wrote %s", target)
+    return load_embedder("dlib")
 
 
 def _run_restore(args: argparse.Namespace) -> int:
-    from .pipeline import AuthFacePipeline
+    from .archive import ArchiveRun, Rank, attach_rank_log, discover, dry_run
 
-    missing = [str(p) for p in args.photos if not p.is_file()]
-    if missing:
-        raise CliError(f"input image(s) not found: {', '.join(missing)}")
     if args.steps < 1 or args.batch_size < 1:
         raise CliError("--steps and --batch-size must be at least 1")
     if args.size < 8 or args.size % 8:
         raise CliError(f"--size must be a positive multiple of 8 (the VAE's scale), got {args.size}")
     if args.detector == "insightface" and not args.aligned and args.insightface_root is None:
         raise CliError("--detector insightface needs --insightface-root DIR, the folder holding models/<pack>/")
-    targets = output_paths(args.photos, args.out)
-    _check_device(args.device)
+    inputs = discover(args.photos, args.out)
+    if inputs.skipped:
+        logger.warning("skipped %d file(s) that are neither images nor videos: %s", len(inputs.skipped),
+                       ", ".join(str(p) for p in inputs.skipped[:10]) + (" ..." if len(inputs.skipped) > 10 else ""))
+    rank = Rank.from_env()
+    settings = _archive_settings(args)
     detector = None
     if not args.aligned:
         from .faces.detect import get_detector
 
         options = {"root": args.insightface_root} if args.detector == "insightface" else {}
         detector = get_detector(args.detector, **options)
-    pipeline = AuthFacePipeline.from_release(args.model, device=args.device, dtype=_torch_dtype(args.dtype))
+
+    def load_pipeline() -> AuthFacePipeline:
+        from .pipeline import AuthFacePipeline
+
+        _check_device(args.device)
+        return AuthFacePipeline.from_release(args.model, device=args.device, dtype=_torch_dtype(args.dtype))
+
+    if args.dry_run:
+        if rank.is_main:
+            estimate = dry_run(inputs.of_kind("image"), detector, settings, args.out, args.batch_size, load_pipeline)
+            print(estimate.describe())
+        return 0
+    pipeline = load_pipeline()
+    embedder = _report_embedder() if args.report else None
     args.out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for photo, target in zip(args.photos, targets):
-        try:
-            _restore_one(photo, target, pipeline, detector, args)
-        except (AuthFaceError, ValueError) as err:
-            failures += 1
-            logger.error("%s: %s", photo, err)
+    handler = attach_rank_log(args.out, rank, logger)
+    try:
+        run = ArchiveRun(pipeline, detector, settings, args.out, rank, args.batch_size, embedder)
+        failures = run.run(inputs.of_kind("image")).failed
+        failures += _restore_videos(rank.share(inputs.of_kind("video")), pipeline, detector, args)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
     if failures:
-        logger.error("%d of %d image(s) failed", failures, len(targets))
+        logger.error("%d input(s) failed; rerun the same command to retry them", failures)
     return 1 if failures else 0
 
 
@@ -265,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(format="authface: %(levelname)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     try:
-        return getattr(args, "handler", _run_restore)(args)
+        return _run_restore(args)
     except (AuthFaceError, ValueError) as err:
         print(f"authface: error: {err}", file=sys.stderr)
         return 2

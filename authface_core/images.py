@@ -116,13 +116,19 @@ def png_levels(image: np.ndarray, bits: int = 16) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, order])
 
 
-def write_png(path: str | Path, image: np.ndarray, bits: int = 16) -> None:
-    """Write float RGB(A) in [0, 1] (see :func:`png_levels`: clipped, rounded) as an 8- or 16-bit
-    PNG at ``path``, through bytes so that any path (non-ASCII included) works. Raises OSError when
-    OpenCV cannot encode the image or the file cannot be written."""
+def encode_png(image: np.ndarray, bits: int = 16) -> bytes:
+    """The PNG file bytes of float RGB(A) in [0, 1] (see :func:`png_levels`: clipped, rounded) at
+    8 or 16 bits per channel. Raises OSError when OpenCV cannot encode the image."""
     import cv2
 
     ok, encoded = cv2.imencode(".png", png_levels(image, bits))
     if not ok:
-        raise OSError(f"OpenCV could not encode {path} as PNG")
-    encoded.tofile(str(path))
+        raise OSError("OpenCV could not encode the image as PNG")
+    return encoded.tobytes()
+
+
+def write_png(path: str | Path, image: np.ndarray, bits: int = 16) -> None:
+    """Write float RGB(A) in [0, 1] as :func:`encode_png` encodes it at ``path``, through bytes so
+    that any path (non-ASCII included) works. Raises OSError when OpenCV cannot encode the image or
+    the file cannot be written."""
+    Path(path).write_bytes(encode_png(image, bits))

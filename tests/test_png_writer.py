@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from authface_core.cli import write_png as cli_write_png
+from authface_core.archive.photos import encode_output
 from authface_core.images import write_png
 
 # Overshoots a sampler or colour fix produces, the two ends, and a mid value.
@@ -50,7 +50,7 @@ def test_rgb_and_grey_layouts(tmp_path: Path) -> None:
 def test_the_command_line_writes_through_the_same_writer(tmp_path: Path) -> None:
     rgb = np.stack([VALUES, VALUES, VALUES], axis=1)[None]
     alpha = VALUES[None]
-    cli_write_png(tmp_path / "cli.png", rgb, alpha, np.dtype(np.uint16))
+    (tmp_path / "cli.png").write_bytes(encode_output(rgb, alpha, np.dtype(np.uint16)))
     back = _read(tmp_path / "cli.png")
     assert back.shape == (1, 8, 4) and back[0, :, 0].tolist() == EXPECTED[16] == back[0, :, 3].tolist()
 
