@@ -34,7 +34,7 @@ def archive_images() -> dict[str, np.ndarray]:
         "1998/wedding/t1_right.jpg": t1[60:500, 720:1280],
         "1998/wedding/t1_small.jpg": cv2.resize(t1, (560, 388), interpolation=cv2.INTER_AREA),
         "2004/hanks.png": cv2.resize(hanks, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA),
-        "2004/hanks_mirror.jpg": hanks[:, ::-1],
+        "2004/hanks [mirror].jpg": hanks[:, ::-1],
         "2004/hanks_16bit.png": (hanks.astype(np.uint16) * 257)[16:-16, 16:-16],
         "astronaut.png": astronaut[0:300, 80:380],
         "empty_sky.png": np.stack([ramp, ramp[::-1], np.full_like(ramp, 200)], axis=2).astype(np.uint8),

@@ -154,14 +154,16 @@ def test_folder_restore_batches_across_photos_and_resumes(archive: Path, tiny_re
     truncated.write_bytes(first["2004/hanks_16bit.png"][:100])
     lines = (out / MANIFEST_NAME).read_text().splitlines(keepends=True)
     (out / MANIFEST_NAME).write_text("".join(line for line in lines if f'"path": "{unrecorded}"' not in line))
-    half_written = out / "2004/hanks_mirror.png"
+    half_written = out / "2004/hanks.png"
     half_written.unlink()
-    leftover = temp_path(half_written).with_name(".hanks_mirror.png.tmp-99999")
-    leftover.write_bytes(first["2004/hanks_mirror.jpg"][:100])
+    leftover = temp_path(half_written).with_name(".hanks.png.tmp-99999")
+    leftover.write_bytes(first["2004/hanks.png"][:100])
+    stale = temp_path(out / "2004/hanks [mirror].png").with_name(".hanks [mirror].png.tmp-99999")
+    stale.write_bytes(b"")
     assert main(["restore", str(archive), "--model", str(tiny_release), "--out", str(out), *COMMON]) == 0
     redone = [r["path"] for r in _done(out)][len(records) - 1 :]
-    assert sorted(redone) == sorted(["2004/hanks_16bit.png", unrecorded, "2004/hanks_mirror.jpg"])
-    assert not leftover.exists()
+    assert sorted(redone) == sorted(["2004/hanks_16bit.png", unrecorded, "2004/hanks.png"])
+    assert not leftover.exists() and not stale.exists()
     assert all((out / r["output"]).read_bytes() == first[p] for p, r in records.items())
 
 

@@ -14,6 +14,7 @@ machines does not promise it, hence the reader skips a line it cannot parse inst
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -40,7 +41,8 @@ def temp_path(target: Path) -> Path:
 
 def remove_partial(target: Path) -> list[Path]:
     """Delete temporary files a killed writer left for ``target``; returns them."""
-    leftovers = sorted(target.parent.glob(f".{target.name}{TEMP_MARK}*")) if target.parent.is_dir() else []
+    pattern = f".{glob.escape(target.name)}{TEMP_MARK}*"  # names like "IMG (1) [copy].jpg" hold glob syntax
+    leftovers = sorted(target.parent.glob(pattern)) if target.parent.is_dir() else []
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers
