@@ -171,3 +171,20 @@ def test_restore_command_on_a_video_keeps_rate_size_frames_and_audio(astronaut: 
     # Away from the faces only the second H.264 generation shows (about 3 levels on this texture).
     background = np.abs(restored[0][200:, :60].astype(float) - original[0][200:, :60]).mean()
     assert changed > 3.0 * background and background < 5.0
+
+
+def test_writer_keeps_odd_sizes_and_copies_audio_without_a_restore(astronaut: np.ndarray, tmp_path: Path) -> None:
+    """4:2:0 H.264 needs even sides: an odd-sized source keeps its size (full chroma instead)."""
+    from authface_core.video.media import VideoWriter, output_suffix
+
+    odd = [f[:97, :65] for f in moved_frames(astronaut, drift(3))]
+    source = write_clip(tmp_path / "odd.mkv", [f[:96, :64] for f in odd], Fraction(25))
+    info = probe_video(source)
+    target = tmp_path / f"out{output_suffix(tmp_path / 'x.webm')}"
+    with VideoWriter(target, replace(info, width=65, height=97), audio_from=source) as writer:
+        for frame in odd:
+            writer.write(frame)
+    written = list(read_frames(target))
+    assert target.suffix == ".mkv" and len(written) == 3 and written[0].shape == (97, 65, 3)
+    assert np.abs(written[1].astype(float) - odd[1]).mean() < 3.0
+    assert audio_packets(target) == audio_packets(source) != []

@@ -3,9 +3,9 @@
 Per frame: detect, match faces to tracks (:mod:`.tracking`), align each face with its track's
 smoothed similarity (:mod:`.smoothing`), restore all faces of the frame as one batch with one
 noise seed per track (``noise_keys.track_key``, the key Release Noise uses in ComfyUI too),
-colour-fix and paste back. A track whose face is missed
-for a frame or two is still restored with its last smoothed alignment, so a failed detection
-does not make the face flash back to its unrestored state.
+colour-fix and paste back. A track whose face is missed for a frame or two is still restored
+with its last smoothed alignment, so a failed detection does not make the face flash back to
+its unrestored state.
 """
 
 from __future__ import annotations
