@@ -1,7 +1,8 @@
 """Restoring this rank's share of an archive: faces of several photos batched into each model call.
 
-A background thread reads photos and cuts out their faces (decode, detection, alignment) while the
-main thread runs the model, so the device does not wait for the CPU work. The photos come in
+A background thread reads photos and cuts out their faces (decode, detection, alignment) and
+another pastes, encodes and writes the finished ones, while the main thread runs the model, so
+the device does not wait for the CPU work. The photos come in
 groups of ``batch_size`` consecutive photos (:func:`~authface_core.archive.ranks.make_groups`);
 the faces of a group queue up across its photos and go to
 :meth:`~authface_core.pipeline.AuthFacePipeline.restore` in batches of ``batch_size`` (a group's
@@ -21,7 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,8 @@ logger = logging.getLogger("authface")
 
 # Photos read ahead of the model: enough to fill the next batch while this one runs.
 _PREFETCH_PHOTOS = 4
+# Finished photos waiting to be written (each holds its decoded image: bounded for memory).
+_WRITE_QUEUE = 4
 # How often rank 0 looks at the manifest while it waits for the other ranks.
 _POLL_SECONDS = 1.0
 
@@ -99,6 +102,37 @@ class _Job:
     file: InputFile
     group: int
     write: bool
+
+
+class _Writer:
+    """Runs ``finish`` on each submitted item in a background thread, in order. ``close`` waits
+    for the queue to drain and re-raises an exception the thread met."""
+
+    def __init__(self, finish: Callable[[PreparedPhoto | _Failed], None]) -> None:
+        self._finish = finish
+        self._queue: queue.Queue[PreparedPhoto | _Failed | None] = queue.Queue(maxsize=_WRITE_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="authface-write", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._finish(item)
+                except BaseException as err:  # noqa: BLE001 - handed to the main thread by close()
+                    self._error = err
+
+    def submit(self, item: PreparedPhoto | _Failed) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class ArchiveRun:
@@ -200,6 +234,13 @@ class ArchiveRun:
             stop.set()
 
     def _restore_share(self, jobs: Sequence[_Job], progress: RunProgress) -> None:
+        writer = _Writer(self._finish)
+        try:
+            self._restore_jobs(jobs, progress, writer)
+        finally:
+            writer.close()
+
+    def _restore_jobs(self, jobs: Sequence[_Job], progress: RunProgress, writer: _Writer) -> None:
         waiting: deque[tuple[PreparedPhoto, int]] = deque()
         to_write: set[PreparedPhoto] = set()
         photos = self._prepared(jobs)
@@ -211,12 +252,9 @@ class ArchiveRun:
             # A batch takes faces of one group only (see make_groups).
             while upcoming is not None and upcoming[0].group == group and len(waiting) < self.batch_size:
                 job, item = upcoming
-                if isinstance(item, _Failed):
+                if isinstance(item, _Failed) or item.face_count == 0:
                     if job.write:
-                        self._record_failure(item.file, item.error)
-                elif item.face_count == 0:
-                    if job.write:
-                        self._finish(item)
+                        writer.submit(item)
                 else:
                     waiting.extend((item, n) for n in range(item.face_count))
                     if job.write:
@@ -230,7 +268,7 @@ class ArchiveRun:
             for photo in dict.fromkeys(photo for photo, _ in batch):
                 if photo.complete and photo in to_write:
                     to_write.discard(photo)
-                    self._finish(photo)
+                    writer.submit(photo)
             progress.poll()
 
     def _restore_batch(self, batch: list[tuple[PreparedPhoto, int]]) -> None:
@@ -267,7 +305,11 @@ class ArchiveRun:
             return {"identity_error": str(err)}
         return {"identity_embedder": self.embedder.name, "identity": [asdict(score) for score in scores]}
 
-    def _finish(self, photo: PreparedPhoto) -> None:
+    def _finish(self, photo: PreparedPhoto | _Failed) -> None:
+        """Write a restored photo and record it (in the writer thread), or record a failure."""
+        if isinstance(photo, _Failed):
+            self._record_failure(photo.file, photo.error)
+            return
         try:
             data = finish_photo(photo)
             extra = self._identity(photo) if self.embedder is not None and photo.face_count else {}
