@@ -23,6 +23,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage import data
+
+from authface_core.faces.align import align_faces
+from authface_core.faces.detect import detect_faces
+from authface_core.faces.draw import EYE_COLOUR, MOUTH_COLOUR, draw_faces, put_text
+from authface_core.faces.masks import region_mask
+from authface_core.faces.paste import paste_faces
+from authface_core.faces.select import select_faces
+from authface_core.faces.types import AlignedFace
+from authface_core.images import to_rgb_float, to_uint8_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "docs" / "images"
@@ -30,14 +40,11 @@ PANEL = 256  # height of each panel of the pipeline strip
 ICON = 200
 SCREENSHOT_WIDTH = 1200
 JPEG_QUALITY = 85
-MASK_TINT = {"eyes": np.array([0.0, 0.9, 1.0]), "mouth": np.array([1.0, 0.16, 0.47])}  # draw.py's colours
+MASK_TINT = {"eyes": np.array(EYE_COLOUR) / 255, "mouth": np.array(MOUTH_COLOUR) / 255}  # the preview's colours
 
 
 def _panel(image: np.ndarray, caption: str) -> np.ndarray:
     """``image`` scaled to the strip's height with ``caption`` written at its top left."""
-    from authface_core.faces.draw import put_text
-    from authface_core.images import to_uint8_rgb
-
     height, width = image.shape[:2]
     canvas = to_uint8_rgb(cv2.resize(image, (round(width * PANEL / height), PANEL),
                                      interpolation=cv2.INTER_AREA)).copy()
@@ -47,16 +54,6 @@ def _panel(image: np.ndarray, caption: str) -> np.ndarray:
 
 def pipeline_images() -> dict[str, np.ndarray]:
     """The README pictures of the faces core, as float32 RGB images in [0, 1], by file name."""
-    from skimage import data
-
-    from authface_core.faces.align import align_faces
-    from authface_core.faces.detect import detect_faces
-    from authface_core.faces.draw import draw_faces
-    from authface_core.faces.masks import region_mask
-    from authface_core.faces.paste import paste_faces
-    from authface_core.faces.select import select_faces
-    from authface_core.images import to_rgb_float
-
     photo = to_rgb_float(data.astronaut())
     # dlib also takes the mission badge on her suit for a face; the largest is hers.
     faces = select_faces(detect_faces([photo]), mode="largest", count=1)
@@ -82,7 +79,7 @@ def pipeline_images() -> dict[str, np.ndarray]:
     return {"face_pipeline.jpg": strip, "icon.png": icon}
 
 
-def _around_crop(image: np.ndarray, aligned) -> np.ndarray:
+def _around_crop(image: np.ndarray, aligned: AlignedFace) -> np.ndarray:
     """The part of ``image`` under the aligned crop's footprint, with a margin, square."""
     corners = np.array([[0, 0], [aligned.size, 0], [aligned.size, aligned.size], [0, aligned.size]], np.float64)
     source = corners @ aligned.inverse_matrix[:, :2].T + aligned.inverse_matrix[:, 2]
@@ -98,8 +95,6 @@ def _around_crop(image: np.ndarray, aligned) -> np.ndarray:
 
 def screenshot_image(screenshot: Path) -> np.ndarray:
     """A browser screenshot scaled to the README's width, float32 RGB in [0, 1]."""
-    from authface_core.images import to_rgb_float
-
     bgr = cv2.imread(str(screenshot))
     if bgr is None:
         raise FileNotFoundError(f"{screenshot} is missing: run tests/test_browser.py first")
@@ -110,8 +105,6 @@ def screenshot_image(screenshot: Path) -> np.ndarray:
 
 def encode(name: str, image: np.ndarray) -> bytes:
     """The file bytes of ``image`` for ``name`` (JPEG quality 85 for photos, 8-bit PNG otherwise)."""
-    from authface_core.images import to_uint8_rgb
-
     bgr = cv2.cvtColor(to_uint8_rgb(image), cv2.COLOR_RGB2BGR)
     if name.endswith(".jpg"):
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
