@@ -52,9 +52,10 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--weights-dir", type=Path,
                           help="folder with metric weights (LPIPS backbone, FID Inception, pyiqa files); "
                           "nothing is downloaded")
-    evaluate.add_argument("--embedder", choices=EMBEDDERS, default="dlib", help="identity embedding (default dlib)")
+    evaluate.add_argument("--embedder", choices=EMBEDDERS,
+                          help="identity embedding (default: arcface with --insightface-root, else dlib)")
     evaluate.add_argument("--insightface-root", type=Path,
-                          help="folder holding models/<pack>/ (for --embedder arcface)")
+                          help="folder holding models/<pack>/ (ArcFace identity and the IDS angle)")
     evaluate.add_argument("--pack", default="buffalo_l", help="insightface pack for arcface (default buffalo_l)")
     evaluate.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone")
     evaluate.add_argument("--fid-reference", type=Path, help="folder to compute FID against (default: --gt)")
@@ -80,7 +81,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.report import write_report
 
     settings = EvalSettings(
-        restored=args.restored, gt=args.gt, lq=args.lq, weights_dir=args.weights_dir, embedder=args.embedder,
+        restored=args.restored, gt=args.gt, lq=args.lq, weights_dir=args.weights_dir, embedder=args.embedder or ("arcface" if args.insightface_root else "dlib"),
         insightface_root=args.insightface_root, pack=args.pack, lpips_net=args.lpips_net,
         fid_reference=args.fid_reference, device=args.device, batch_size=args.batch_size,
     )

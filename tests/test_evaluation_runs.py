@@ -127,3 +127,18 @@ def test_evaluate_without_gt_scores_identity_against_lq(test_set: Path, tmp_path
 def test_evaluate_needs_a_reference(test_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--restored", str(test_set / "lq"), "--out", str(tmp_path / "r")]) == 2
     assert "give --gt DIR" in capsys.readouterr().err
+
+
+def test_evaluate_with_an_arcface_pack_reports_the_angle(test_set: Path, tmp_path: Path) -> None:
+    from arcface_fixture import cached_arcface_root
+
+    report = tmp_path / "report"
+    assert main(["evaluate", "--restored", str(test_set / "lq"), "--gt", str(test_set / "gt"),
+                 "--insightface-root", str(cached_arcface_root()), "--out", str(report)]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["identity_embedder"]["name"] == "arcface:w600k_r50"
+    assert summary["identity_embedder"]["distance"] == "angle_deg"
+    for row in csv.DictReader((report / "metrics.csv").open()):
+        angle = np.degrees(np.arccos(float(row["id_similarity"])))
+        assert float(row["id_distance"]) == pytest.approx(angle, abs=1e-6)
+        assert float(row["id_kept"]) == (float(row["id_similarity"]) > 0.32)
