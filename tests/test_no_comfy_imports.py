@@ -33,7 +33,7 @@ for lib in {libraries!r}:
         names.append(info.name)
         try:
             importlib.import_module(info.name)
-        except ImportError as exc:
+        except Exception as exc:  # a ComfyUI import can fail in other ways (no GPU, no args)
             failed[info.name] = repr(exc)
 comfy = sorted(m for m in sys.modules if m.split(".")[0] in {comfy!r})
 print(json.dumps({{"modules": names, "failed": failed, "comfy": comfy}}))
