@@ -38,7 +38,7 @@ class CliError(AuthFaceError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``authface`` argument parser (one sub-command, ``restore``)."""
+    """The ``authface`` argument parser (``restore``; ``degrade`` and ``evaluate`` from cli_eval)."""
     from .pipeline.sampling import SAMPLERS
 
     parser = argparse.ArgumentParser(prog="authface", description="AuthFace blind face restoration (SDXL + ControlNet).")
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true",
         help="count the photos and faces still to restore and estimate the time; writes nothing",
     )
+    from .cli_eval import add_eval_commands
+
+    add_eval_commands(commands)
     return parser
 
 
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(format="authface: %(levelname)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     try:
-        return _run_restore(args)
+        return getattr(args, "handler", _run_restore)(args)
     except (AuthFaceError, ValueError) as err:
         print(f"authface: error: {err}", file=sys.stderr)
         return 2
