@@ -11,6 +11,7 @@ from .colorfix import AuthFaceColorFix
 from .conditioning import AuthFaceConditioning
 from .detect import AuthFaceDetectFaces
 from .face_prompts import AuthFaceFacePrompts
+from .identity_guidance import AuthFaceIdentityGuidance
 from .identity_score import AuthFaceIdentityScore
 from .masks import AuthFaceRegionMasks
 from .model_loader import AuthFaceModelLoader
@@ -33,6 +34,7 @@ class AuthFaceExtension(ComfyExtension):
             AuthFaceConditioning,
             AuthFaceFacePrompts,
             AuthFaceApply,
+            AuthFaceIdentityGuidance,
             AuthFaceReleaseNoise,
             AuthFaceTrackNoise,
             AuthFaceCandidates,
