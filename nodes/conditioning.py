@@ -11,6 +11,11 @@ ENCODINGS = ["release_77_tokens", "comfyui_long_prompt"]
 
 
 def _encode(clip, text: str, width: int, height: int, encoding: str) -> list:
+    """CONDITIONING for ``text`` with SDXL size conditioning at ``width`` x ``height``.
+
+    Encoded by ComfyUI's scheduled encoding (what CLIPTextEncode uses), so CLIP hooks and
+    scheduled LoRA set on ``clip`` apply; without hooks it is one plain encode. Raises ValueError
+    for a CLIP that is not SDXL's pair in 'release_77_tokens' mode."""
     if encoding == "release_77_tokens":
         tokens = clip.tokenize(text, return_word_ids=True, disable_weights=True)
         for key, chunks in tokens.items():
@@ -22,10 +27,9 @@ def _encode(clip, text: str, width: int, height: int, encoding: str) -> list:
                                          tokenizer.pad_token, tokenizer.max_length)]
     else:
         tokens = clip.tokenize(text)
-    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-    extra = {"pooled_output": pooled, "width": width, "height": height, "crop_w": 0, "crop_h": 0,
-             "target_width": width, "target_height": height}
-    return [[cond, extra]]
+    sizes = {"width": width, "height": height, "crop_w": 0, "crop_h": 0, "target_width": width,
+             "target_height": height}
+    return clip.encode_from_tokens_scheduled(tokens, add_dict=sizes)
 
 
 class AuthFaceConditioning(io.ComfyNode):
