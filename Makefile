@@ -47,6 +47,9 @@ $(VENV)/.stamp-pack: $(VENV)/.stamp-torch pyproject.toml requirements.txt tools/
 	$(PIP) install -c constraints.txt -r $(HOST_CURRENT)/requirements.host.txt
 	$(PIP) install -c constraints.txt -e '.[dev,train,insightface,video,eval]'
 	$(PIP) install -c constraints.txt facexlib==0.3.0
+	# pyiqa (MUSIQ, NIQE in authface evaluate) without its declared requirements: they add
+	# opencv-python-headless (overwrites cv2), bitsandbytes, datasets, pyarrow..., none of which those metrics import.
+	$(PIP) install --no-deps pyiqa==0.1.16
 	touch $@
 
 # Real photos of one person on different occasions, for the identity tests (tools/fetch_photos.py).

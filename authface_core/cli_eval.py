@@ -13,6 +13,7 @@ logger = logging.getLogger("authface")
 def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``degrade`` and ``evaluate`` on the ``authface`` sub-command parser; each sets
     ``handler`` to the function that runs it."""
+    from .evaluation.fullref import CHANNELS
     from .evaluation.synthetic import PRESETS
     from .identity import EMBEDDERS
 
@@ -60,6 +61,9 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone")
     evaluate.add_argument("--fid-reference", type=Path, help="folder to compute FID against (default: --gt)")
     evaluate.add_argument("--device", default="cpu", help="torch device for the network metrics (default cpu)")
+    evaluate.add_argument("--psnr-channel", choices=CHANNELS, default="y",
+                          help="PSNR/SSIM on BT.601 Y (default, BasicSR's test_y_channel) or on RGB "
+                          "(SSIM the mean over channels), as some BFR papers report")
     evaluate.add_argument("--batch-size", type=int, default=8, help="images per metric batch (default 8)")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -84,6 +88,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         restored=args.restored, gt=args.gt, lq=args.lq, weights_dir=args.weights_dir, embedder=args.embedder or ("arcface" if args.insightface_root else "dlib"),
         insightface_root=args.insightface_root, pack=args.pack, lpips_net=args.lpips_net,
         fid_reference=args.fid_reference, device=args.device, batch_size=args.batch_size,
+        psnr_channel=args.psnr_channel,
     )
     result = evaluate(settings)
     write_report(result, args.out)

@@ -14,7 +14,10 @@ per second:
   with known landmarks;
 - identity with ArcFace: tests/arcface_fixture.py's random-weight IResNet-50 (``w600k_r50.onnx``'s
   architecture) through onnxruntime;
-- LMD: the 68 landmarks of the restored crop (the GT's are cached).
+- LMD: the 68 landmarks of the restored crop (the GT's are cached);
+- MUSIQ and NIQE through pyiqa (when installed) and FID's Inception features (clean-fid's
+  legacy_pytorch network, per image) plus the Frechet distance of 3,000 x 2,048 features
+  (CelebA-Test's size), all with random weights or parameters of the real format.
 
 The identity check per face (dlib, landmarks found) is set against one full-SDXL sampling step at
 512x512 (``--step-seconds``; default bench_overhead's figure from docs/machine.md).
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         if name == "dlib":
             dlib_per_face = per_face
     rate("LMD (68 landmarks of the restored crop)", lambda: [crop_landmarks(r) for r in restored])
+    _noref_rates(restored, rate)
 
     print(f"{n} face pairs of t1.jpg at {args.size}x{args.size}, CPU, {torch.get_num_threads()} threads")
     width = max(len(label) for label in rates)
@@ -102,6 +106,48 @@ def main(argv: list[str] | None = None) -> None:
     share = dlib_per_face / args.step_seconds
     print(f"identity check (dlib, as evaluate runs it) per face: {1000 * dlib_per_face:.0f} ms = "
           f"{100 * share:.2f}% of one 512 sampling step ({args.step_seconds} s: {DESIGN_STEP_SOURCE})")
+
+
+def _noref_rates(restored: list[np.ndarray], rate) -> None:
+    """MUSIQ, NIQE (pyiqa, when installed) and FID's Inception features, random weights."""
+    import importlib.util
+    import time
+
+    import scipy.io
+
+    from authface_core.evaluation.noref import (
+        FID_FILE,
+        PYIQA_METRICS,
+        PyiqaMetric,
+        fid_network,
+        frechet_distance,
+    )
+
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder)
+        torch.save(torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False,
+                                                   init_weights=False).state_dict(), weights / FID_FILE)
+        model = fid_network(weights)
+        batch = torch.nn.functional.interpolate(
+            torch.from_numpy(np.stack(restored).transpose(0, 3, 1, 2)).float() * 255, size=(299, 299), mode="bilinear")
+        rate("FID Inception features (legacy_pytorch, 299 px)", lambda: model(batch))
+        feats = np.random.default_rng(0).normal(size=(2, 3000, 2048))
+        start = time.perf_counter()
+        frechet_distance(feats[0], feats[1])
+        print(f"FID distance of 3,000 vs 3,000 features: {time.perf_counter() - start:.1f} s")
+        if importlib.util.find_spec("pyiqa") is None:
+            print("pyiqa not installed: MUSIQ and NIQE not timed")
+            return
+        import pyiqa
+
+        torch.save(pyiqa.create_metric("musiq", device="cpu", pretrained=False).net.state_dict(),
+                   weights / PYIQA_METRICS["musiq"].file)
+        a = np.random.default_rng(0).normal(size=(36, 36))
+        scipy.io.savemat(weights / PYIQA_METRICS["niqe"].file,
+                         {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": a @ a.T / 36 + np.eye(36)})
+        for name in ("musiq", "niqe"):
+            metric = PyiqaMetric(name, weights)
+            rate(f"{name.upper()} (pyiqa)", lambda m=metric: m(restored))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,21 @@ def test_psnr_ssim_match_scikit_image_on_y(photos: list[np.ndarray]) -> None:
         psnr(photos[0], photos[1])
 
 
+def test_psnr_ssim_on_rgb_match_scikit_image_with_channel_axis(photos: list[np.ndarray]) -> None:
+    for seed, image in enumerate(photos):
+        restored = _degraded(image, seed)
+        reference_u8, restored_u8 = (np.rint(im * 255).astype(np.uint8) for im in (image, restored))
+        assert psnr(restored, image, "rgb") == pytest.approx(
+            peak_signal_noise_ratio(reference_u8, restored_u8, data_range=255), abs=1e-9
+        )
+        expected = structural_similarity(reference_u8, restored_u8, data_range=255, channel_axis=2,
+                                         gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ssim(restored, image, "rgb") == pytest.approx(expected, abs=1e-6)
+        assert psnr(restored, image, "rgb") != pytest.approx(psnr(restored, image), abs=1e-3)
+    with pytest.raises(ValueError, match="channel must be one of y, rgb"):
+        psnr(photos[0], photos[0], "lab")
+
+
 def test_lpips_matches_the_package_loading_torchvision_weights(
     photos: list[np.ndarray], tmp_path: Path
 ) -> None:

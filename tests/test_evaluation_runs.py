@@ -102,7 +102,7 @@ def test_evaluate_reports_bad_pairs_and_goes_on(test_set: Path, tmp_path: Path) 
     assert summary["means"]["method"]["images"] == 2
     assert "alexnet-owt-7be5be79.pth" in summary["skipped"]["lpips"]
     assert str(weights.resolve()) in summary["skipped"]["lpips"]
-    assert "inception-2015-12-05.pt" in summary["skipped"]["fid"]
+    assert "pt_inception-2015-12-05-6726825d.pth" in summary["skipped"]["fid"]
     for key in ("musiq", "maniqa", "clipiqa", "niqe"):
         assert key in summary["skipped"]
     table = (report / "table.md").read_text()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import AuthFaceError
 from .files import ImageFileError, list_images, read_rgb
-from .fullref import psnr, ssim
+from .fullref import CHANNELS, psnr, ssim
 from .metrics import METRICS
 from .weights import MetricUnavailable
 
@@ -46,6 +46,7 @@ class EvalSettings:
     fid_reference: Path | None = None
     device: str = "cpu"
     batch_size: int = 8
+    psnr_channel: str = "y"
 
 
 @dataclass
@@ -61,6 +62,7 @@ class EvalResult:
     throughput: dict[str, float] = field(default_factory=dict)
     embedder: dict[str, str | float] = field(default_factory=dict)
     reference_kind: str = "gt"
+    psnr_channel: str = "y"
 
     def metric_keys(self) -> list[str]:
         """Per-image metric columns that hold at least one value."""
@@ -119,13 +121,16 @@ def evaluate(settings: EvalSettings) -> EvalResult:
         raise ValueError("give at least one --restored DIR")
     if settings.gt is None and settings.lq is None:
         raise ValueError("give --gt DIR (full-reference metrics and identity) or --lq DIR (identity vs input)")
+    if settings.psnr_channel not in CHANNELS:
+        raise ValueError(f"--psnr-channel must be one of {', '.join(CHANNELS)}, got {settings.psnr_channel!r}")
     if settings.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {settings.batch_size}")
     methods = method_names(settings.restored)
     if settings.gt is not None and settings.lq is not None:
         methods = {INPUT_METHOD: settings.lq, **methods}
     reference_dir = settings.gt if settings.gt is not None else settings.lq
-    result = EvalResult(methods=methods, reference_kind="gt" if settings.gt is not None else "lq")
+    result = EvalResult(methods=methods, reference_kind="gt" if settings.gt is not None else "lq",
+                        psnr_channel=settings.psnr_channel)
     references, notes = list_images(reference_dir)
     result.problems += notes
 
@@ -224,8 +229,8 @@ def _score_batch(result: EvalResult, method: str, names: list[str], images: dict
     count = len(kept)
     if full_reference:
         for row, a, b in zip(rows, restored, reference, strict=True):
-            row["psnr"] = timer.run("psnr", 1, lambda a=a, b=b: psnr(a, b))
-            row["ssim"] = timer.run("ssim", 1, lambda a=a, b=b: ssim(a, b))
+            row["psnr"] = timer.run("psnr", 1, lambda a=a, b=b: psnr(a, b, result.psnr_channel))
+            row["ssim"] = timer.run("ssim", 1, lambda a=a, b=b: ssim(a, b, result.psnr_channel))
         if lpips is not None:
             values = timer.run("lpips", count, lambda: lpips(restored, reference))
             for row, value in zip(rows, values, strict=True):

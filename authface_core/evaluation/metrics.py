@@ -16,8 +16,8 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("psnr", "PSNR↑", True, "dB on BT.601 Y, 8-bit, no border crop (BasicSR test_y_channel)"),
-    Metric("ssim", "SSIM↑", True, "on BT.601 Y, Gaussian 11x11 sigma 1.5 (Wang et al. 2004)"),
+    Metric("psnr", "PSNR↑", True, "dB, peak 255, on the channel in psnr_ssim_channel (Y by default)"),
+    Metric("ssim", "SSIM↑", True, "Gaussian 11x11 sigma 1.5 (Wang et al. 2004), on the channel in psnr_ssim_channel"),
     Metric("lpips", "LPIPS↓", False, "LPIPS v0.1 (lpips package), AlexNet backbone"),
     Metric("id_similarity", "IDS↑ (cos)", True, "cosine similarity of identity embeddings, restored vs reference"),
     Metric("id_distance", "ID dist↓", False, "embedder's distance: dlib Euclidean, ArcFace angle in degrees (Deg.)"),

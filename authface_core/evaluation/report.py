@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .evaluate import INPUT_METHOD, EvalResult, summarise
+from .fullref import CHANNEL_CONVENTIONS
 from .fullref import __doc__ as FULLREF_CONVENTION
 from .metrics import BY_KEY
 
@@ -52,6 +53,7 @@ def write_report(result: EvalResult, out: Path) -> dict:
         "problems": result.problems,
         "images_per_second": result.throughput,
         "psnr_ssim_convention": " ".join(FULLREF_CONVENTION.split()),
+        "psnr_ssim_channel": result.psnr_channel,
     }
     (out / "summary.json").write_text(json.dumps(content, indent=1, sort_keys=True, allow_nan=True) + "\n",
                                       encoding="utf-8")
@@ -75,7 +77,9 @@ def _table(result: EvalResult, summary: dict[str, dict[str, float]], keys: list[
         lines.append(f"| {BY_KEY[key].label} | " + " | ".join(cells) + " |")
     lines.append("| Images | " + " | ".join(str(int(summary[m]["images"])) for m in methods) + " |")
     notes = [f"\nIdentity: {result.embedder.get('name')} ({result.embedder.get('threshold_source')}); reference: "
-             f"{result.reference_kind.upper()}. Best value per row in bold"
+             f"{result.reference_kind.upper()}. "
+             + (f"PSNR/SSIM on {CHANNEL_CONVENTIONS[result.psnr_channel]}. " if "psnr" in keys else "")
+             + "Best value per row in bold"
              + (f"; '{INPUT_METHOD}' is the LQ input, not ranked." if INPUT_METHOD in methods else ".")]
     for key, reason in sorted(result.skipped.items()):
         notes.append(f"- {key} skipped: {reason}")
