@@ -5,9 +5,9 @@ Nothing is downloaded and no pickle is executed: network weights are read with
 ``torch.load(weights_only=True)`` and copied into the package's own network, built without its
 pretrained download (pyiqa ``pretrained=False``; clean-fid's downloader swapped for the local
 file while the network is built). NIQE's parameters are a MATLAB ``.mat`` file pyiqa reads with
-scipy. pyiqa is installed with ``--no-deps`` (the Makefile): its declared requirements pin
-transformers>=5 and pull bitsandbytes, datasets and opencv-python-headless (a second cv2), none
-of which MUSIQ or NIQE import. MANIQA also needs timm and builds timm's ViT-B/8 with
+scipy. pyiqa is installed with ``--no-deps`` (the Makefile): its declared requirements add
+opencv-python-headless (which overwrites opencv-python's cv2), bitsandbytes, datasets, pyarrow,
+pre-commit and more, none of which MUSIQ or NIQE import. MANIQA also needs timm and builds timm's ViT-B/8 with
 ``pretrained=True`` (fetched from a model hub inside pyiqa's constructor); CLIP-IQA needs the
 ``clip`` package (openai-clip) and OpenAI's TorchScript archive; both are reported as skipped
 with that reason unless their packages are present.
