@@ -15,7 +15,6 @@ Latents are compared (SaveLatent, fp32) rather than 8-bit images so that small d
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
