@@ -22,9 +22,10 @@ import pytest
 
 from archive_photos import NOT_AN_IMAGE, archive_images, build_archive
 from authface_core.archive import MANIFEST_NAME, InputError, Rank, discover, face_seed, read_records
-from authface_core.archive.manifest import ManifestTail, append_record, temp_path
+from authface_core.archive.manifest import ManifestTail, append_record
 from authface_core.archive.ranks import RankError, make_groups
 from authface_core.cli import main
+from authface_core.files import temp_path
 from release_fixture import cached_release
 from test_pipeline import build_tiny_release
 

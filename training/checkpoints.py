@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 
 from authface_core.errors import AuthFaceError
+from authface_core.files import fsync_dir
 
 STATE_FILE = "training_state.json"
 EXTRAS_DIR = "extras"
@@ -113,16 +114,8 @@ def _fsync_tree(folder: Path) -> None:
             with open(entry, "rb") as handle:
                 os.fsync(handle.fileno())
         elif entry.is_dir():
-            _fsync_dir(entry)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+            fsync_dir(entry)
+    fsync_dir(folder)
 
 
 def save_checkpoint(accelerator: Any, root: str | Path, step: int, state: Mapping[str, Any], keep: int | None,
@@ -160,7 +153,7 @@ def save_checkpoint(accelerator: Any, root: str | Path, step: int, state: Mappin
             shutil.rmtree(old)
         else:
             os.replace(temp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         if keep is not None:
             for _, stale in list_checkpoints(folder)[:-keep]:
                 shutil.rmtree(stale)

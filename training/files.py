@@ -1,30 +1,21 @@
-"""Writing training outputs so that a file is whole or absent, and exported tensors."""
+"""Exported tensors and hard-linked copies of training outputs (atomic writes: authface_core.files)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Create ``path`` through ``write(temporary path)``, fsync it, then rename it into place: a
-    kill at any moment leaves the old file (or none), never half of the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+from authface_core.files import temp_path
 
 
 def link_or_copy(source: Path, target: Path) -> Path:
     """``target`` as the same file as ``source``: a hard link where the file system allows one
     (no second copy of a multi-GB file), else a copy; replaced atomically. Returns ``target``."""
-    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    temp = temp_path(target)
     try:
         os.link(source, temp)
     except OSError:

@@ -1,11 +1,10 @@
-"""``OUT/manifest.jsonl``: one JSON line per finished (or failed) photo, and atomic output files.
+"""``OUT/manifest.jsonl``: one JSON line per finished (or failed) photo.
 
-Crash safety rests on two orders of writes. An output is written to a temporary file beside it,
-fsynced, renamed over the target with ``os.replace`` (atomic on POSIX filesystems) and the folder
-fsynced; only then is its manifest line appended. A photo counts as finished when its last line
-says ``done`` with the current settings and the output file has the recorded size, so a kill at
-any moment leaves either a finished photo or one the next run redoes (a leftover temporary file
-is deleted by the rank that owns the photo).
+Crash safety rests on two orders of writes. An output is written atomically
+(:func:`authface_core.files.write_bytes_atomic`); only then is its manifest line appended. A
+photo counts as finished when its last line says ``done`` with the current settings and the
+output file has the recorded size, so a kill at any moment leaves either a finished photo or one
+the next run redoes (a leftover temporary file is deleted by the rank that owns the photo).
 
 Every rank appends to the same file with ``O_APPEND`` and one ``write`` per line, which POSIX
 filesystems (local disks, Lustre, GPFS, CephFS) keep whole and unmixed; NFS shared between
@@ -14,7 +13,6 @@ machines does not promise it, hence the reader skips a line it cannot parse inst
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -22,44 +20,6 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "manifest.jsonl"
-TEMP_MARK = ".tmp-"
-
-
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def temp_path(target: Path) -> Path:
-    """The temporary file :func:`write_atomically` writes ``target`` through (hidden, beside it,
-    named for the process so two writers never share one)."""
-    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}")
-
-
-def remove_partial(target: Path) -> list[Path]:
-    """Delete temporary files a killed writer left for ``target``; returns them."""
-    pattern = f".{glob.escape(target.name)}{TEMP_MARK}*"  # names like "IMG (1) [copy].jpg" hold glob syntax
-    leftovers = sorted(target.parent.glob(pattern)) if target.parent.is_dir() else []
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    return leftovers
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that ``target`` is either absent, its old content or all of
-    ``data``, also after a crash or power loss (temporary file, fsync, ``os.replace``, fsync of
-    the folder)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path(target)
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
-    _fsync_dir(target.parent)
 
 
 def append_record(manifest: Path, record: Mapping[str, Any]) -> None:

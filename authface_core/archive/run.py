@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import AuthFaceError
+from ..files import remove_partial, write_bytes_atomic
 from .discovery import InputFile
-from .manifest import MANIFEST_NAME, ManifestTail, append_record, finished_paths, parse_records, remove_partial, write_atomically
+from .manifest import MANIFEST_NAME, ManifestTail, append_record, finished_paths, parse_records
 from .photos import PreparedPhoto, face_landmarks, finish_photo, prepare_photo
 from .progress import RunProgress
 from .ranks import Rank, make_groups
@@ -313,7 +314,7 @@ class ArchiveRun:
         try:
             data = finish_photo(photo)
             extra = self._identity(photo) if self.embedder is not None and photo.face_count else {}
-            write_atomically(photo.target, data)
+            write_bytes_atomic(photo.target, data)
         except (AuthFaceError, ValueError, OSError) as err:
             self._record_failure(photo.file, err)
             return

@@ -49,9 +49,8 @@ import numpy as np
 from authface_core.faces.align import align_face, similarity_scale
 from authface_core.faces.detect import FaceDetector, detect_faces, get_detector
 from authface_core.faces.types import DetectedFace
+from authface_core.files import write_atomic
 from authface_core.images import to_rgb_float
-
-from training.files import write_atomic
 
 from .captions import CaptionError, compose_prompt, find_caption_file, read_caption
 from .quality import QualityThresholds, assess

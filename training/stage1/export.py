@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from training.files import cast_state, link_or_copy, write_atomic
+from authface_core.files import write_atomic
+from training.files import cast_state, link_or_copy
 
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 SINGLE_FILE = "authface_stage1_unet.safetensors"
