@@ -10,7 +10,7 @@ from authface_core.token_window import single_window
 ENCODINGS = ["release_77_tokens", "comfyui_long_prompt"]
 
 
-def _encode(clip, text: str, width: int, height: int, encoding: str) -> list:
+def encode_prompt(clip, text: str, width: int, height: int, encoding: str) -> list:
     """CONDITIONING for ``text`` with SDXL size conditioning at ``width`` x ``height``.
 
     Encoded by ComfyUI's scheduled encoding (what CLIPTextEncode uses), so CLIP hooks and
@@ -57,5 +57,5 @@ class AuthFaceConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, clip, width: int, height: int, positive_prompt: str, negative_prompt: str,
                 encoding: str) -> io.NodeOutput:
-        return io.NodeOutput(_encode(clip, positive_prompt, width, height, encoding),
-                             _encode(clip, negative_prompt, width, height, encoding))
+        return io.NodeOutput(encode_prompt(clip, positive_prompt, width, height, encoding),
+                             encode_prompt(clip, negative_prompt, width, height, encoding))

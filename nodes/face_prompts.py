@@ -7,7 +7,7 @@ from comfy_api.v0_0_2 import io
 
 from authface_core.face_prompts import batch_conditionings, face_prompt, parse_face_prompts
 
-from .conditioning import ENCODINGS, _encode
+from .conditioning import ENCODINGS, encode_prompt
 
 
 class AuthFaceFacePrompts(io.ComfyNode):
@@ -45,6 +45,6 @@ class AuthFaceFacePrompts(io.ComfyNode):
         if not prompts:
             return io.NodeOutput(positive)
         height, width = faces.shape[1], faces.shape[2]
-        per_face = [_encode(clip, face_prompt(prompts[i], with_release_prompt), width, height, encoding)
+        per_face = [encode_prompt(clip, face_prompt(prompts[i], with_release_prompt), width, height, encoding)
                     if i in prompts else None for i in range(faces.shape[0])]
         return io.NodeOutput(batch_conditionings(positive, per_face))
