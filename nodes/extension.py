@@ -20,6 +20,7 @@ from .noise import AuthFaceReleaseNoise
 from .paste import AuthFacePasteFaces
 from .pick_best import AuthFacePickBest
 from .save16 import AuthFaceSaveImage16
+from .smooth_tracks import AuthFaceSmoothTracks
 from .track_noise import AuthFaceTrackNoise
 
 
@@ -36,6 +37,7 @@ class AuthFaceExtension(ComfyExtension):
             AuthFaceApply,
             AuthFaceIdentityGuidance,
             AuthFaceReleaseNoise,
+            AuthFaceSmoothTracks,
             AuthFaceTrackNoise,
             AuthFaceCandidates,
             AuthFacePickBest,

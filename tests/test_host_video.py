@@ -40,7 +40,6 @@ def video_prompt(host: ComfyHost, clip: Path, track_noise: bool) -> dict:
     prompt["4"]["inputs"]["size"] = 64
     prompt["6"]["inputs"].update(width=64, height=64)
     prompt["9"]["inputs"]["steps"] = 1
-    prompt["10"]["inputs"]["sampler_name"] = "ddim"
     prompt["11"]["inputs"]["cfg"] = 1.0
     prompt["18"]["inputs"]["filename_prefix"] = f"test/{uuid.uuid4().hex[:8]}"
     if not track_noise:

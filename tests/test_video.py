@@ -120,6 +120,39 @@ def test_smoothing_reduces_alignment_jitter(astronaut: np.ndarray, detector) -> 
     assert jitter(raw) > 0.1, "the detector's landmarks should jitter under sub-pixel motion"
 
 
+def test_smoothed_tracks_steady_the_crops_alignment_makes(astronaut: np.ndarray, detector) -> None:
+    """The ComfyUI route (Smooth Tracks between Detect Faces and Align Faces): on a frame batch
+    under a known sub-pixel pan, the crops Align Faces cuts jitter much less and match the
+    smoother's matrices at any crop size; another alignment method is refused."""
+    from authface_core.faces.align import align_faces
+    from authface_core.video.smoothing import smooth_face_tracks
+
+    shifts = drift(12)
+    frames = [as_float(f) for f in moved_frames(astronaut, shifts)]
+    detected = FaceSet(image_sizes=[f.shape[:2] for f in frames],
+                       faces=[replace(min(detector.detect(f, 0), key=lambda d: d.box[1]), image_index=i)
+                              for i, f in enumerate(frames)])
+    tracked = track_faces(detected)
+    smoothed = smooth_face_tracks(tracked, "ffhq", 25.0)
+    corners = np.array([[-0.5, -0.5], [CROP - 0.5, -0.5], [-0.5, CROP - 0.5], [CROP - 0.5, CROP - 0.5]])
+
+    def jitter(faces: FaceSet) -> float:
+        _, aligned = align_faces(frames, faces, size=CROP, method="ffhq")
+        placed = np.array([apply_affine(a.inverse_matrix, corners) for a in aligned.aligned])
+        return float(np.linalg.norm(np.diff(placed - shifts[:, None, :], axis=0), axis=2).mean())
+
+    smoother = AlignmentSmoother(25.0, CROP, OneEuroSettings())
+    expected = [smoother(alignment_matrix(f, CROP)) for f in tracked.faces]
+    _, aligned = align_faces(frames, smoothed, size=CROP, method="ffhq")
+    assert all(np.allclose(a.matrix, m, atol=1e-9) for a, m in zip(aligned.aligned, expected))
+    print(f"aligned crop jitter: raw {jitter(tracked):.3f} px, smoothed {jitter(smoothed):.3f} px per frame")
+    assert jitter(smoothed) < 0.5 * jitter(tracked)
+    with pytest.raises(ValueError, match="same method"):
+        align_faces(frames, smoothed, size=CROP, method="five_point")
+    with pytest.raises(ValueError, match="order=track"):
+        smooth_face_tracks(detected, "ffhq", 25.0)
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     from authface_core.pipeline import AuthFacePipeline

@@ -207,7 +207,15 @@ def five_point_matrix(points5: np.ndarray, size: int) -> np.ndarray:
 
 
 def alignment_matrix(face: DetectedFace, size: int = 512, method: str = "ffhq") -> np.ndarray:
-    """(2, 3) source-to-crop matrix aligning ``face`` to a ``size`` px crop with ``method``."""
+    """(2, 3) source-to-crop matrix aligning ``face`` to a ``size`` px crop with ``method``: its
+    ``fixed_alignment`` when it has one, rescaled to ``size`` (both recipes scale exactly so;
+    ValueError when it was fixed for another method), else derived from its landmarks."""
+    fixed = face.fixed_alignment
+    if fixed is not None:
+        if fixed.method != method:
+            raise ValueError(f"this face's alignment was fixed for '{fixed.method}' crops (AuthFace Smooth Tracks) "
+                             f"but is now aligned with '{method}': set the same method on both nodes")
+        return (to_homogeneous(resize_matrix(fixed.size, size)) @ to_homogeneous(fixed.matrix))[:2]
     if method == "ffhq":
         return ffhq_matrix(face.landmarks, size)
     if method == "five_point":

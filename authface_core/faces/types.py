@@ -38,13 +38,24 @@ def five_points_from_68(landmarks: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class FixedAlignment:
+    """A source-to-crop ``matrix`` (2, 3) decided before alignment for ``size`` px crops made with
+    ``method`` (e.g. a video track's smoothed alignment): alignment uses it, rescaled to its own
+    crop size, instead of deriving one from the landmarks."""
+
+    size: int
+    method: str
+    matrix: np.ndarray
+
+
+@dataclass(frozen=True)
 class DetectedFace:
     """One face found in one image of a batch.
 
     ``box`` is (x0, y0, x1, y1) in the source image's pixels; ``landmarks`` (68, 2) and
     ``points5`` (5, 2) are in the same pixels; ``image_index`` is the batch index of the image.
     ``track_id`` names the person across the frames of a video (``authface_core.video.tracking``),
-    -1 when the face was not tracked.
+    -1 when the face was not tracked. ``fixed_alignment``, when set, is the matrix alignment uses.
     """
 
     image_index: int
@@ -54,6 +65,7 @@ class DetectedFace:
     points5: np.ndarray
     detector: str = "dlib"
     track_id: int = -1
+    fixed_alignment: FixedAlignment | None = None
 
     @property
     def size(self) -> float:

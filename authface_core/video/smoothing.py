@@ -15,11 +15,12 @@ units of the track's first crop side, so one setting serves small and large face
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..faces.align import apply_affine, similarity_scale, to_homogeneous
+from ..faces.align import alignment_matrix, apply_affine, similarity_scale, to_homogeneous
+from ..faces.types import FaceSet, FixedAlignment
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,23 @@ class AlignmentSmoother:
             np.array([out[0] * u, out[1] * u, u * math.exp(out[2]), out[3]]), self.size
         )
         return self.matrix
+
+
+def smooth_face_tracks(faces: FaceSet, method: str, fps: float, settings: OneEuroSettings = OneEuroSettings(),
+                       size: int = 512) -> FaceSet:
+    """``faces`` of a frame batch (frames in batch order) with every tracked face's alignment fixed
+    to its track's smoothed ``method`` matrix (smoothed at ``size`` px; alignment rescales it to
+    any crop size), ready for alignment; faces keep their order. Raises ValueError when no face
+    carries a track id."""
+    if faces.faces and all(face.track_id < 0 for face in faces.faces):
+        raise ValueError("these faces carry no track ids: set order=track on AuthFace Detect Faces")
+    smoothers: dict[int, AlignmentSmoother] = {}
+    smoothed = [replace(face, fixed_alignment=None) for face in faces.faces]
+    for i in sorted(range(len(smoothed)), key=lambda i: smoothed[i].image_index):
+        face = smoothed[i]
+        if face.track_id < 0:
+            continue
+        smoother = smoothers.setdefault(face.track_id, AlignmentSmoother(fps, size, settings))
+        matrix = smoother(alignment_matrix(face, size, method))
+        smoothed[i] = replace(face, fixed_alignment=FixedAlignment(size, method, matrix))
+    return FaceSet(image_sizes=list(faces.image_sizes), faces=smoothed)
