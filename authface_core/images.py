@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import AuthFaceError
+
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 # Float data whose maximum exceeds this is taken to be 0-255 (or 0-65535) data, not [0, 1].
 _FLOAT_RANGE_LIMIT = 2.0
@@ -132,3 +134,25 @@ def write_png(path: str | Path, image: np.ndarray, bits: int = 16) -> None:
     that any path (non-ASCII included) works. Raises OSError when OpenCV cannot encode the image or
     the file cannot be written."""
     Path(path).write_bytes(encode_png(image, bits))
+
+
+class ImageFileError(AuthFaceError):
+    """An image file cannot be read or decoded."""
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """The image as OpenCV decodes it (BGR/BGRA/grey, uint8 or uint16), read from bytes so that
+    any path (non-ASCII included) works. Raises ImageFileError naming the file when it cannot be
+    read or decoded, or holds a pixel type other than 8/16-bit integers or floats."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise ImageFileError(f"cannot read {path}: {err}") from err
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageFileError(f"{path} is not an image OpenCV can decode (empty, truncated or unsupported format)")
+    if image.dtype not in (np.uint8, np.uint16) and not np.issubdtype(image.dtype, np.floating):
+        raise ImageFileError(f"{path} has pixel type {image.dtype}; use 8- or 16-bit images")
+    return image

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import AuthFaceError
 from ..faces.detect import FaceDetector
 from ..faces.types import FaceSet
+from ..images import read_image_file
 from .discovery import InputFile
 from .ranks import face_seed
 
@@ -64,23 +65,6 @@ class PreparedPhoto:
         return [[round(float(v), 1) for v in face.box] for face in self.faces.faces]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """The image as OpenCV decodes it (BGR/BGRA/grey, uint8 or uint16), read from bytes so that
-    any path works. Raises PhotoError when the file cannot be read or decoded."""
-    import cv2
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise PhotoError(f"cannot read {path}: {err}") from err
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise PhotoError(f"{path} is not an image OpenCV can decode (empty, truncated or unsupported format)")
-    if image.dtype not in (np.uint8, np.uint16) and not np.issubdtype(image.dtype, np.floating):
-        raise PhotoError(f"{path} has pixel type {image.dtype}; use 8- or 16-bit images")
-    return image
-
-
 def _to_rgb_layout(image: np.ndarray) -> np.ndarray:
     """OpenCV's BGR(A) channel order to RGB(A); grey is left as it is."""
     import cv2
@@ -111,7 +95,7 @@ def prepare_photo(
     from ..images import split_alpha
 
     start = time.perf_counter()
-    decoded = read_image(file.source)
+    decoded = read_image_file(file.source)
     rgb, alpha = split_alpha(_to_rgb_layout(decoded))
     if detector is None:
         height, width = rgb.shape[:2]

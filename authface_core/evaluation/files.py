@@ -6,15 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AuthFaceError
-from ..images import to_rgb_float
+from ..images import ImageFileError, read_image_file, to_rgb_float
 
 # Formats OpenCV decodes that photo collections use.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class ImageFileError(AuthFaceError):
-    """An image file cannot be read or decoded."""
 
 
 def list_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -39,13 +34,7 @@ def read_rgb(path: Path) -> np.ndarray:
     repeated). Raises ImageFileError naming the file when it cannot be read or decoded."""
     import cv2
 
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise ImageFileError(f"cannot read {path}: {err}") from err
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ImageFileError(f"{path} is not an image OpenCV can decode (empty, truncated or unsupported)")
+    image = read_image_file(path)
     if image.ndim == 3 and image.shape[2] >= 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     try:
