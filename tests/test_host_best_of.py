@@ -18,8 +18,8 @@ from authface_core.identity_scores import score_against_references
 from authface_core.images import to_rgb_float
 from authface_core.reference_faces import reference_face
 from comfy_host import REPO, ComfyHost, HostError
+from host_outputs import read_png, saved_by
 from release_fixture import cached_release
-from test_host_restore import read_png, saved_by
 
 pytestmark = pytest.mark.host
 

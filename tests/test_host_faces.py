@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from comfy_host import REPO, ComfyHost
+from host_outputs import saved_by
 
 pytestmark = pytest.mark.host
 
@@ -33,11 +34,6 @@ def read_rgb(path: Path) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
-def saved_by(host: ComfyHost, entry: dict, node_id: str) -> list[Path]:
-    outputs = entry["outputs"].get(node_id, {}).get("images", [])
-    return [host.base_dir / o["type"] / o.get("subfolder", "") / o["filename"] for o in outputs]
 
 
 def test_pack_loads_without_errors(comfy_host: ComfyHost) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from comfy_host import REPO, ComfyHost, HostError
+from host_outputs import read_png, saved_by
 from release_fixture import cached_release
 
 pytestmark = pytest.mark.host
@@ -26,19 +27,6 @@ RELEASE = "AuthFace"
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
-def read_png(path: Path) -> np.ndarray:
-    """RGB float64 in [0, 1] from an 8- or 16-bit PNG."""
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    assert data is not None, f"cannot read {path}"
-    scale = 65535.0 if data.dtype == np.uint16 else 255.0
-    return data[..., 2::-1].astype(np.float64) / scale
-
-
-def saved_by(host: ComfyHost, entry: dict, node_id: str) -> list[Path]:
-    outputs = entry["outputs"].get(node_id, {}).get("images", [])
-    return [host.base_dir / o["type"] / o.get("subfolder", "") / o["filename"] for o in outputs]
 
 
 @pytest.fixture(scope="module")
