@@ -22,6 +22,11 @@ from typing import Any
 # A V3 DynamicCombo (SaveVideo's codec on newer hosts) shows as a combo widget with its option key.
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 40, 340
+# Width over height the layout aims for: a browser window's, so the page fits the whole graph at a
+# zoom where node text is legible.
+ASPECT = 2.2
+# A node that shows its image (LoadImage) grows by about this much once the image is loaded.
+IMAGE_PREVIEW_HEIGHT = 170
 
 
 def _input_specs(info: dict) -> list[tuple[str, Any, dict]]:
@@ -39,8 +44,8 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
-def _columns(api: dict) -> dict[str, int]:
-    """Longest-path depth of each node from the sources: its layout column."""
+def _depths(api: dict) -> dict[str, int]:
+    """Longest-path depth of each node from the sources."""
     depth: dict[str, int] = {}
 
     def visit(node_id: str) -> int:
@@ -54,13 +59,29 @@ def _columns(api: dict) -> dict[str, int]:
     return depth
 
 
+def _layout(order: list[str], heights: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """(x, y) of each node: ``order`` (every node after its inputs) stacked top to bottom into
+    columns about as tall as makes the whole graph ``ASPECT`` times wider than tall, so links run
+    left to right or down a column."""
+    stack = sum(heights[n] + ROW_GAP for n in order)
+    column_height = max(max(heights.values()), round((stack * COLUMN_WIDTH / ASPECT) ** 0.5))
+    positions: dict[str, tuple[int, int]] = {}
+    column, y = 0, 0
+    for node_id in order:
+        if y and y + heights[node_id] > column_height:
+            column, y = column + 1, 0
+        positions[node_id] = (column * COLUMN_WIDTH, y)
+        y += heights[node_id] + ROW_GAP
+    return positions
+
+
 def api_to_ui(api: dict, object_info: dict) -> dict:
     """Convert an API-format workflow to the UI (litegraph) format, using the host's node specs."""
     missing = sorted({n["class_type"] for n in api.values()} - set(object_info))
     if missing:
         raise ValueError(f"node types unknown to the host: {missing}")
     ids = {node_id: index + 1 for index, node_id in enumerate(api)}
-    columns = _columns(api)
+    depths = _depths(api)
     links: list[list[Any]] = []
     nodes: list[dict] = []
     outputs_of: dict[str, list[dict]] = {}
@@ -70,8 +91,10 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
             {"name": name, "type": kind, "links": [], "slot_index": slot}
             for slot, (name, kind) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))
         ]
-    rows: dict[int, int] = {}
-    for order, (node_id, node) in enumerate(sorted(api.items(), key=lambda item: columns[item[0]])):
+    order = sorted(api, key=lambda node_id: depths[node_id])
+    heights: dict[str, int] = {}
+    for order_index, node_id in enumerate(order):
+        node = api[node_id]
         info = object_info[node["class_type"]]
         inputs, widgets = [], []
         for name, kind, options in _input_specs(info):
@@ -94,17 +117,16 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
                 source_output["links"].append(link_id)
                 slot["link"] = link_id
             inputs.append(slot)
-        column = columns[node_id]
-        y = rows.get(column, 0)
-        height = 60 + 26 * (len(inputs) + len(widgets) + len(outputs_of[node_id]))
-        rows[column] = y + height + ROW_GAP
+        heights[node_id] = 60 + 26 * (len(inputs) + len(widgets) + len(outputs_of[node_id]))
+        if any(options.get("image_upload") for _, _, options in _input_specs(info)):
+            heights[node_id] += IMAGE_PREVIEW_HEIGHT
         nodes.append({
             "id": ids[node_id],
             "type": node["class_type"],
-            "pos": [column * COLUMN_WIDTH, y],
-            "size": [NODE_WIDTH, height],
+            "pos": None,  # set by _layout once every node's height is known
+            "size": [NODE_WIDTH, heights[node_id]],
             "flags": {},
-            "order": order,
+            "order": order_index,
             "mode": 0,
             "title": node.get("_meta", {}).get("title", info.get("display_name", node["class_type"])),
             "inputs": inputs,
@@ -112,6 +134,9 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
             "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets,
         })
+    positions = _layout(order, heights)
+    for node_id, node in zip(order, nodes):
+        node["pos"] = list(positions[node_id])
     nodes.sort(key=lambda n: n["id"])
     return {
         "last_node_id": len(nodes),
