@@ -24,7 +24,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Flags for a closed network (no background connections) and a root user (no sandbox).
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1600,1000")
+                  "--disable-dev-shm-usage", "--window-size=2000,1100")
 
 LOAD_AND_INSPECT = """
 const done = arguments[arguments.length - 1];
@@ -74,7 +74,16 @@ def open_app(driver, host: ComfyHost, timeout: float = 120.0) -> None:
     # Otherwise each reload restores the previous test's workflow asynchronously, and it can land
     # on top of the one loaded here (seen once: the aligned workflow inspected as the photo one).
     host.post("/settings/Comfy.Workflow.Persist", False)
+    # What the screenshots are for: node text at any zoom (no level-of-detail boxes) and no
+    # minimap over the graph.
+    host.post("/settings/LiteGraph.Canvas.MinFontSizeForLOD", 0)
+    host.post("/settings/Comfy.Minimap.Visible", False)
     driver.get(host.url)
+    # Newer pages announce "Nodes 2.0" in a banner over the graph until dismissed (a flag in the
+    # page's local storage, one per host origin).
+    if driver.execute_script("if (localStorage.getItem('vueNodesBannerDismissed') === 'true') return false;"
+                             "localStorage.setItem('vueNodesBannerDismissed', 'true'); return true;"):
+        driver.refresh()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready = driver.execute_script(

@@ -49,9 +49,12 @@ def test_pictures_are_small_and_shown() -> None:
 
 
 def test_screenshot_is_scaled_for_the_readme(tmp_path) -> None:
-    """The --screenshots path on a browser-sized image (tests/test_browser.py's window)."""
+    """The --screenshots path: a browser-sized screenshot is kept, a wider one scaled down."""
     shot = tmp_path / "latest-authface_restore_photo.png"
-    cv2.imwrite(str(shot), np.full((1000, 1600, 3), 90, np.uint8))
+    width = make_readme_images.SCREENSHOT_WIDTH
+    cv2.imwrite(str(shot), np.full((1100, width, 3), 90, np.uint8))
+    assert make_readme_images.screenshot_image(shot).shape == (1100, width, 3)
+    cv2.imwrite(str(shot), np.full((1100, 2 * width, 3), 90, np.uint8))
     scaled = make_readme_images.screenshot_image(shot)
-    assert scaled.shape == (750, make_readme_images.SCREENSHOT_WIDTH, 3)
+    assert scaled.shape == (550, width, 3)
     assert len(make_readme_images.encode("restore_workflow.jpg", scaled)) < MAX_BYTES

@@ -10,8 +10,7 @@
 - ``icon.png``: the aligned crop with its eye/mouth contours, 200x200: the registry icon
   (``[tool.comfy] Icon`` in pyproject.toml).
 - ``restore_workflow.jpg`` (with ``--screenshots``): the restore workflow in the ComfyUI page, the
-  screenshot ``tests/test_browser.py`` keeps as ``test-artifacts/latest-authface_restore_photo.png``,
-  scaled down.
+  screenshot ``tests/test_browser.py`` keeps as ``test-artifacts/latest-authface_restore_photo.png``.
 
 ``tests/test_readme_images.py`` regenerates the first two and compares them with the committed files.
 """
@@ -36,20 +35,28 @@ from authface_core.images import to_rgb_float, to_uint8_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "docs" / "images"
-PANEL = 256  # height of each panel of the pipeline strip
+PANEL = 320  # height of each picture of the pipeline strip
+GUTTER = 4  # white space between the pictures
+CAPTION_HEIGHT = 36
+CAPTION_SCALE = 0.6
+CAPTION_BACKGROUND = (245, 245, 245)
+CAPTION_INK = (30, 30, 30)
 ICON = 200
-SCREENSHOT_WIDTH = 1200
+SCREENSHOT_WIDTH = 2000  # tests/test_browser.py's window: node text stays legible at full size
 JPEG_QUALITY = 85
 MASK_TINT = {"eyes": np.array(EYE_COLOUR) / 255, "mouth": np.array(MOUTH_COLOUR) / 255}  # the preview's colours
 
 
 def _panel(image: np.ndarray, caption: str) -> np.ndarray:
-    """``image`` scaled to the strip's height with ``caption`` written at its top left."""
+    """``image`` scaled to a ``PANEL``-high square-ish panel with ``caption`` on a bar under it (text
+    over the photo is unreadable at README sizes)."""
     height, width = image.shape[:2]
-    canvas = to_uint8_rgb(cv2.resize(image, (round(width * PANEL / height), PANEL),
-                                     interpolation=cv2.INTER_AREA)).copy()
-    put_text(canvas, caption, (6, 20), 0.5, 1)
-    return canvas.astype(np.float32) / 255
+    canvas = to_uint8_rgb(cv2.resize(image, (round(width * PANEL / height), PANEL), interpolation=cv2.INTER_AREA))
+    bar = np.full((CAPTION_HEIGHT, canvas.shape[1], 3), CAPTION_BACKGROUND, np.uint8)
+    (text_width, text_height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE, 1)
+    origin = ((bar.shape[1] - text_width) // 2, (CAPTION_HEIGHT + text_height) // 2)
+    cv2.putText(bar, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE, CAPTION_INK, 1, cv2.LINE_AA)
+    return np.concatenate([canvas, bar]).astype(np.float32) / 255
 
 
 def pipeline_images() -> dict[str, np.ndarray]:
@@ -69,22 +76,31 @@ def pipeline_images() -> dict[str, np.ndarray]:
     masked = masked.astype(np.float32)
     grey = np.repeat(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
     pasted = paste_faces(photo, grey[None], [aligned], mask="face")
-    strip = np.concatenate([
-        _panel(draw_faces(photo, faces.faces), "1 detect: box, 68 landmarks"),
+    panels = [
+        _panel(_around_box(draw_faces(photo, faces.faces), faces.faces[0].box, margin=2.2), "1 detect: 68 landmarks"),
         _panel(crop, "2 align (FFHQ)"),
         _panel(masked, "3 eye / mouth masks"),
-        _panel(_around_crop(pasted, aligned), "4 paste back: the seam"),
-    ], axis=1)
+        _panel(_around_box(pasted, _footprint(aligned)), "4 paste back: the seam"),
+    ]
+    gutter = np.ones((panels[0].shape[0], GUTTER, 3), np.float32)
+    strip = np.concatenate([part for panel in panels for part in (panel, gutter)][:-1], axis=1)
     icon = cv2.resize(masked, (ICON, ICON), interpolation=cv2.INTER_AREA)
     return {"face_pipeline.jpg": strip, "icon.png": icon}
 
 
-def _around_crop(image: np.ndarray, aligned: AlignedFace) -> np.ndarray:
-    """The part of ``image`` under the aligned crop's footprint, with a margin, square."""
+def _footprint(aligned: AlignedFace) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) in the photo around the aligned crop's four corners."""
     corners = np.array([[0, 0], [aligned.size, 0], [aligned.size, aligned.size], [0, aligned.size]], np.float64)
     source = corners @ aligned.inverse_matrix[:, :2].T + aligned.inverse_matrix[:, 2]
     (x0, y0), (x1, y1) = source.min(axis=0), source.max(axis=0)
-    side = max(x1 - x0, y1 - y0) * 1.15
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _around_box(image: np.ndarray, box: tuple[float, float, float, float], margin: float = 1.15) -> np.ndarray:
+    """The square part of ``image`` around ``box`` (sides ``margin`` times its longer side),
+    shifted to stay inside the image."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * margin
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     height, width = image.shape[:2]
     left = int(np.clip(cx - side / 2, 0, max(0, width - side)))
@@ -94,13 +110,14 @@ def _around_crop(image: np.ndarray, aligned: AlignedFace) -> np.ndarray:
 
 
 def screenshot_image(screenshot: Path) -> np.ndarray:
-    """A browser screenshot scaled to the README's width, float32 RGB in [0, 1]."""
+    """A browser screenshot at the README's width (scaled down when wider), float32 RGB in [0, 1]."""
     bgr = cv2.imread(str(screenshot))
     if bgr is None:
         raise FileNotFoundError(f"{screenshot} is missing: run tests/test_browser.py first")
     height, width = bgr.shape[:2]
-    scaled = cv2.resize(bgr, (SCREENSHOT_WIDTH, round(height * SCREENSHOT_WIDTH / width)), interpolation=cv2.INTER_AREA)
-    return to_rgb_float(cv2.cvtColor(scaled, cv2.COLOR_BGR2RGB))
+    if width > SCREENSHOT_WIDTH:
+        bgr = cv2.resize(bgr, (SCREENSHOT_WIDTH, round(height * SCREENSHOT_WIDTH / width)), interpolation=cv2.INTER_AREA)
+    return to_rgb_float(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def encode(name: str, image: np.ndarray) -> bytes:
