@@ -61,7 +61,8 @@ class AuthFaceDetectFaces(io.ComfyNode):
                              tooltip="drop faces smaller than this many pixels"),
                 io.Combo.Input("order", options=["left_to_right", "size", "track"], default="left_to_right",
                                tooltip="track: the batch is a video's frames; faces are tracked across them and "
-                               "numbered by person (track id), so select=index keeps the same people in every frame"),
+                               "numbered by person (track id), so select=index keeps the same people in every frame; "
+                               "a face missed for one or two frames is carried there from its last detection"),
             ],
             outputs=[
                 Faces.Output("faces"),

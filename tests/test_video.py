@@ -75,10 +75,32 @@ def test_tracks_keep_their_ids_through_missed_detections(t1_photo: Path, detecto
     # The batch form used by the ComfyUI node: the same ids on the FaceSet's records.
     faceset = FaceSet(image_sizes=[f.shape[:2] for f in frames],
                       faces=[replace(f, image_index=i) for i, faces in enumerate(detections) for f in faces])
-    tracked = track_faces(faceset)
-    per_frame = [[f.track_id for f in tracked.faces if f.image_index == i] for i in range(7)]
+    missed = tolerant[0][2]
+    untouched = track_faces(faceset, carry_missed=False)
+    per_frame = [[f.track_id for f in untouched.faces if f.image_index == i] for i in range(7)]
     assert per_frame[0] == list(range(6)) and per_frame[6] == list(range(6))
-    assert per_frame[2] == per_frame[3] == [i for i in range(6) if i != tolerant[0][2]]
+    assert per_frame[2] == per_frame[3] == [i for i in range(6) if i != missed]
+    # Carried (the default): the missed person is in frames 2 and 3 with their frame-1 face, so
+    # the whole clip restores them; nothing else changes.
+    tracked = track_faces(faceset)
+    assert [[f.track_id for f in tracked.faces if f.image_index == i] for i in range(7)] == [list(range(6))] * 7
+    carried = [f for f in tracked.faces if f.coasting]
+    assert [(f.image_index, f.track_id) for f in carried] == [(2, missed), (3, missed)]
+    last_seen = next(f for f in tracked.faces if f.image_index == 1 and f.track_id == missed)
+    assert all(f.box == last_seen.box and np.array_equal(f.landmarks, last_seen.landmarks) for f in carried)
+    assert [f for f in tracked.faces if not f.coasting] == untouched.faces
+    # Tracked after alignment, the alignments follow their faces; a carried face keeps its last one.
+    from authface_core.faces.align import align_faces
+
+    _, aligned = align_faces([as_float(f) for f in frames], faceset, size=CROP, method="ffhq")
+    with_alignment = track_faces(aligned)
+    assert [a.face for a in with_alignment.aligned] == with_alignment.faces
+    last_matrix = next(a.matrix for a in with_alignment.aligned if a.face.image_index == 1 and a.face.track_id == missed)
+    carried_alignments = [a.matrix for a in with_alignment.aligned if a.face.coasting]
+    assert len(carried_alignments) == 2 and all(np.array_equal(m, last_matrix) for m in carried_alignments)
+    # A missed face is carried for max_missed frames only.
+    brief = track_faces(faceset, TrackerSettings(max_missed=1))
+    assert [(f.image_index, f.track_id) for f in brief.faces if f.coasting] == [(2, missed)]
     # Detect Faces' order=track: select=index picks track ids, so person 4 is kept in every frame
     # although frames 2 and 3 have one face fewer before it.
     chosen = select_faces(tracked, mode="index", indices=[tolerant[0][4]], order="track")

@@ -55,7 +55,9 @@ class DetectedFace:
     ``box`` is (x0, y0, x1, y1) in the source image's pixels; ``landmarks`` (68, 2) and
     ``points5`` (5, 2) are in the same pixels; ``image_index`` is the batch index of the image.
     ``track_id`` names the person across the frames of a video (``authface_core.video.tracking``),
-    -1 when the face was not tracked. ``fixed_alignment``, when set, is the matrix alignment uses.
+    -1 when the face was not tracked; ``coasting`` marks a tracked face the detector missed in this
+    frame, carried from the track's last detection. ``fixed_alignment``, when set, is the matrix
+    alignment uses.
     """
 
     image_index: int
@@ -65,6 +67,7 @@ class DetectedFace:
     points5: np.ndarray
     detector: str = "dlib"
     track_id: int = -1
+    coasting: bool = False
     fixed_alignment: FixedAlignment | None = None
 
     @property

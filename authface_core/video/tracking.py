@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..faces.types import DetectedFace, FaceSet
+from ..faces.types import AlignedFace, DetectedFace, FaceSet
 
 
 @dataclass(frozen=True)
@@ -107,24 +107,30 @@ class FaceTracker:
         return [track for track in self.tracks if track.missed > 0]
 
 
-def track_faces(faces: FaceSet, settings: TrackerSettings = TrackerSettings()) -> FaceSet:
+def track_faces(faces: FaceSet, settings: TrackerSettings = TrackerSettings(), carry_missed: bool = True) -> FaceSet:
     """The faces of a batch of consecutive frames with ``track_id`` set (frames in batch order).
 
-    Returns a new FaceSet whose faces are listed frame by frame, each frame's faces by ascending
-    track id; ``aligned`` entries, when present, follow their faces."""
+    With ``carry_missed``, a track whose face the detector missed in a frame (for at most
+    ``settings.max_missed`` frames) gets its last detected face in that frame too, marked
+    ``coasting``, so the person is restored in every frame as ``authface restore`` does for a
+    video. Returns a new FaceSet whose faces are listed frame by frame, each frame's faces by
+    ascending track id; ``aligned`` entries, when present, follow their faces (a carried face
+    keeps its last alignment)."""
     tracker = FaceTracker(settings)
-    order: list[int] = []
-    tracked: dict[int, DetectedFace] = {}
+    last_aligned: dict[int, AlignedFace] = {}
+    tracked: list[DetectedFace] = []
+    aligned: list[AlignedFace] = []
     for index in range(len(faces.image_sizes)):
         positions = faces.faces_of_image(index)
         ids = tracker.update([faces.faces[p] for p in positions])
-        for p, track_id in sorted(zip(positions, ids), key=lambda pair: pair[1]):
-            tracked[p] = replace(faces.faces[p], track_id=track_id)
-            order.append(p)
-    aligned = [replace(faces.aligned[p], face=tracked[p]) for p in order] if faces.aligned else []
-    return FaceSet(
-        image_sizes=list(faces.image_sizes),
-        faces=[tracked[p] for p in order],
-        aligned=aligned,
-        crop_size=faces.crop_size,
-    )
+        frame = [(track_id, replace(faces.faces[p], track_id=track_id), p) for p, track_id in zip(positions, ids)]
+        if carry_missed:
+            frame += [(track.track_id, replace(track.face, image_index=index, track_id=track.track_id, coasting=True),
+                       None) for track in tracker.coasting()]
+        for track_id, face, position in sorted(frame, key=lambda entry: entry[0]):
+            tracked.append(face)
+            if faces.aligned:
+                if position is not None:
+                    last_aligned[track_id] = faces.aligned[position]
+                aligned.append(replace(last_aligned[track_id], face=face))
+    return FaceSet(image_sizes=list(faces.image_sizes), faces=tracked, aligned=aligned, crop_size=faces.crop_size)
