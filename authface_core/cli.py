@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,11 @@ from .faces.detect import DETECTOR_NAMES
 from .prompts import RELEASE_CFG, RELEASE_STEPS
 
 if TYPE_CHECKING:
-    from .archive import ArchiveSettings, InputFile
+    from .archive import ArchiveSettings, InputFile, Rank
     from .identity.base import FaceEmbedder
     from .faces.detect import FaceDetector
     from .pipeline import AuthFacePipeline
+    from .video.restore import VideoSummary
 
 logger = logging.getLogger("authface")
 
@@ -115,17 +117,15 @@ def _archive_settings(args: argparse.Namespace) -> ArchiveSettings:
 
 
 def _restore_videos(videos: Sequence[InputFile], pipeline: AuthFacePipeline, detector: FaceDetector | None,
-                    args: argparse.Namespace) -> int:
-    """Restore this rank's videos; returns how many failed."""
+                    settings: ArchiveSettings, rank: Rank, args: argparse.Namespace) -> int:
+    """Restore this rank's unfinished videos, recording them in the manifest; returns how many failed."""
+    from .archive.videos import restore_archive_videos
     from .video.command import restore_video_file
 
-    failures = 0
-    for video in videos:
-        try:
-            restore_video_file(video.source, (args.out / video.relative).parent, pipeline, detector, args)
-        except (AuthFaceError, ValueError) as err:
-            failures += 1
-            logger.error("%s: %s", video.source, err)
+    def restore(video: InputFile) -> tuple[Path, VideoSummary]:
+        return restore_video_file(video.source, (args.out / video.relative).parent, pipeline, detector, args)
+
+    _, failures = restore_archive_videos(videos, args.out, asdict(settings), rank, restore)
     return failures
 
 
@@ -176,7 +176,7 @@ def _run_restore(args: argparse.Namespace) -> int:
     try:
         run = ArchiveRun(pipeline, detector, settings, args.out, rank, args.batch_size, embedder)
         failures = run.run(inputs.of_kind("image")).failed
-        failures += _restore_videos(rank.share(inputs.of_kind("video")), pipeline, detector, args)
+        failures += _restore_videos(rank.share(inputs.of_kind("video")), pipeline, detector, settings, rank, args)
     finally:
         logger.removeHandler(handler)
         handler.close()

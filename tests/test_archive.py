@@ -246,3 +246,60 @@ def test_release_restores_a_folder_with_identity_report(tmp_path: Path) -> None:
         assert record["identity_embedder"] == "dlib" and len(record["identity"]) == record["faces"] == 1
         score = record["identity"][0]
         assert -1.0 <= score["similarity"] <= 1.0 and score["distance"] > 0.0
+
+
+def test_videos_are_written_whole_recorded_and_skipped_once_done(tiny_release: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A folder with a photo and a real H.264 clip: a run that fails in the middle of the clip
+    leaves no video and no temporary file but keeps the photo; the next run writes the clip whole,
+    records it and deletes a leftover temporary file; a third run skips it."""
+    from fractions import Fraction
+
+    from authface_core.video.media import probe_video
+    from authface_core.video.restore import VideoFaceRestorer
+    from video_clips import drift, moved_frames, write_clip
+
+    folder = tmp_path / "album"
+    (folder / "party").mkdir(parents=True)
+    astronaut = archive_images()["astronaut.png"]
+    cv2.imwrite(str(folder / "astronaut.png"), astronaut)
+    frames = moved_frames(cv2.cvtColor(astronaut, cv2.COLOR_BGR2RGB), drift(6))
+    write_clip(folder / "party" / "clip.mp4", frames, Fraction(25))
+    out = tmp_path / "out"
+    target = out / "party" / "clip.mp4"
+    args = ["restore", str(folder), "--model", str(tiny_release), "--out", str(out), *COMMON]
+
+    # A crash in the middle of the clip (injected into the real restorer at its fourth frame).
+    real_restore_frame = VideoFaceRestorer.restore_frame
+    calls = []
+
+    def crash_at_fourth_frame(self, frame):
+        calls.append(1)
+        if len(calls) == 4:
+            raise OSError("injected: the process died in the middle of the clip")
+        return real_restore_frame(self, frame)
+
+    monkeypatch.setattr(VideoFaceRestorer, "restore_frame", crash_at_fourth_frame)
+    assert main(args) == 1
+    assert not target.exists() and not list(out.rglob(".*.tmp-*")), "a partial video was left"
+    records = read_records(out / MANIFEST_NAME)
+    assert [(r["path"], r["status"]) for r in records] == [("astronaut.png", "done"), ("party/clip.mp4", "failed")]
+    monkeypatch.setattr(VideoFaceRestorer, "restore_frame", real_restore_frame)
+
+    leftover = temp_path(target).with_name(".clip.mp4.tmp-99999")
+    leftover.write_bytes(b"\0" * 100)
+    assert main(args) == 0
+    assert not leftover.exists()
+    [video] = [r for r in _done(out) if r["path"] == "party/clip.mp4"]
+    assert video["kind"] == "video" and video["output"] == "party/clip.mp4"
+    assert video["frames"] == 6 and video["faces"] >= 6 and video["tracks"] >= 1
+    assert video["output_bytes"] == target.stat().st_size
+    assert probe_video(target).frames == 6
+    written = target.read_bytes()
+
+    caplog.clear()
+    assert main(args) == 0
+    assert len(_done(out)) == 2, "the third run restored something again"
+    assert target.read_bytes() == written
+    assert "party/clip.mp4: already restored with these settings, skipped" in caplog.text

@@ -1,4 +1,4 @@
-"""``OUT/manifest.jsonl``: one JSON line per finished (or failed) photo.
+"""``OUT/manifest.jsonl``: one JSON line per finished (or failed) photo or video.
 
 Crash safety rests on two orders of writes. An output is written atomically
 (:func:`authface_core.files.write_bytes_atomic`); only then is its manifest line appended. A
@@ -16,8 +16,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ranks import Rank
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -32,6 +36,17 @@ def append_record(manifest: Path, record: Mapping[str, Any]) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def run_fields(settings: Mapping[str, Any], rank: Rank) -> dict[str, Any]:
+    """The fields every record carries: the settings, which process wrote it, and when."""
+    return {
+        "settings": dict(settings),
+        "rank": rank.rank,
+        "world": rank.world,
+        "pid": os.getpid(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def parse_records(text: str) -> Iterator[dict[str, Any]]:

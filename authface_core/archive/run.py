@@ -17,14 +17,12 @@ bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +31,7 @@ import numpy as np
 from ..errors import AuthFaceError
 from ..files import remove_partial, write_bytes_atomic
 from .discovery import InputFile
-from .manifest import MANIFEST_NAME, ManifestTail, append_record, finished_paths, parse_records
+from .manifest import MANIFEST_NAME, ManifestTail, append_record, finished_paths, parse_records, run_fields
 from .photos import PreparedPhoto, face_landmarks, finish_photo, prepare_photo
 from .progress import RunProgress
 from .ranks import Rank, make_groups
@@ -346,10 +344,4 @@ class ArchiveRun:
         self.summary.failed += 1
 
     def _common(self) -> dict[str, Any]:
-        return {
-            "settings": self._settings_record(),
-            "rank": self.rank.rank,
-            "world": self.rank.world,
-            "pid": os.getpid(),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        return run_fields(self._settings_record(), self.rank)

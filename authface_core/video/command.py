@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .media import VideoError, output_suffix, probe_video
-from .restore import TemporalSettings, VideoFaceRestorer, restore_video
+from .restore import TemporalSettings, VideoFaceRestorer, VideoSummary, restore_video
 
 if TYPE_CHECKING:
     from ..faces.detect import FaceDetector
@@ -29,9 +29,9 @@ def video_target(source: Path, out: Path) -> Path:
 
 def restore_video_file(
     source: Path, out: Path, pipeline: AuthFacePipeline, detector: FaceDetector | None, args: argparse.Namespace
-) -> Path:
+) -> tuple[Path, VideoSummary]:
     """Restore the faces of one video with the command's sampling arguments, tracks, one noise
-    per track and smoothed alignment; returns the written file."""
+    per track and smoothed alignment; returns the written file and what was done."""
     from tqdm import tqdm
 
     if detector is None:
@@ -48,4 +48,4 @@ def restore_video_file(
         "wrote %s: %d frames at %s fps, %d faces in %d tracks%s", target, summary.frames, info.fps,
         summary.faces, summary.tracks, ", audio copied" if info.has_audio else "",
     )
-    return target
+    return target, summary

@@ -23,6 +23,9 @@ VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".av
 # Containers the H.264 output may keep; any other source is written as Matroska, which holds
 # H.264 and nearly every audio codec, so the audio can still be copied.
 _KEEP_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
+# FFmpeg's muxer for each output suffix: the writer names it, since a file written through a
+# temporary name (authface_core.files) has no suffix FFmpeg could guess the container from.
+_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
 class VideoError(AuthFaceError):
@@ -101,14 +104,19 @@ class VideoWriter:
     ``audio_from`` (a video or audio file; None for a silent video) when it is closed.
 
     ``crf`` is libx264's constant rate factor (0 lossless, 18 visually lossless, 23 its default).
+    ``suffix`` chooses the container (one :func:`output_suffix` returns; default ``path``'s own).
     Use as a context manager; on an exception the partial file is closed (not deleted)."""
 
-    def __init__(self, path: str | Path, info: VideoInfo, audio_from: str | Path | None = None, crf: int = 18) -> None:
+    def __init__(self, path: str | Path, info: VideoInfo, audio_from: str | Path | None = None, crf: int = 18,
+                 suffix: str | None = None) -> None:
         av = _av()
         self.path = Path(path)
         self.info = info
         self._count = 0
-        self._container = av.open(str(self.path), mode="w")
+        suffix = (suffix or self.path.suffix).lower()
+        if suffix not in _MUXERS:
+            raise VideoError(f"cannot write a {suffix or 'suffix-less'} video; use one of {', '.join(_MUXERS)}")
+        self._container = av.open(str(self.path), mode="w", format=_MUXERS[suffix])
         self._video = self._container.add_stream("libx264", rate=info.fps)
         self._video.width, self._video.height = info.width, info.height
         # 4:2:0 chroma needs even sides; odd-sized sources keep full chroma instead of a crop.

@@ -22,6 +22,7 @@ from ..faces.align import alignment_matrix, apply_affine, warp_affine
 from ..faces.paste import paste_faces
 from ..faces.select import sort_faces
 from ..faces.types import AlignedFace, DetectedFace
+from ..files import remove_partial, temp_path, write_atomic
 from ..images import to_rgb_float
 from ..noise_keys import key_seed, track_key
 from .media import VideoInfo, VideoWriter, probe_video, read_frames
@@ -170,17 +171,32 @@ def restore_video(
 ) -> VideoSummary:
     """Restore every frame of ``source`` with ``restorer`` (made for this clip: its ``fps`` should
     be the source's) and write ``target`` with the source's frame rate, size and audio (see
-    :class:`~authface_core.video.media.VideoWriter`). ``progress(done, total)`` is called after
-    each frame (total 0 when the container does not declare a frame count)."""
+    :class:`~authface_core.video.media.VideoWriter`). The video is encoded under a temporary name
+    and renamed into place when complete, so ``target`` is never a partial video; temporary files
+    an interrupted run left are deleted first. ``progress(done, total)`` is called after each
+    frame (total 0 when the container does not declare a frame count)."""
     info = probe_video(source)
-    faces = 0
-    with VideoWriter(target, info, audio_from=source if info.has_audio else None, crf=crf) as writer:
-        for frame in read_frames(source):
-            restored, found = restorer.restore_frame(frame)
-            faces += len(found)
-            writer.write(np.rint(np.clip(restored, 0.0, 1.0) * 255.0).astype(np.uint8))
-            if progress is not None:
-                progress(writer.frames_written, info.frames)
-    if not faces:
+    target = Path(target)
+    for leftover in remove_partial(target):
+        logger.info("removed %s, left by an interrupted write", leftover)
+    counts = {"frames": 0, "faces": 0}
+
+    def encode(temp: Path) -> None:
+        with VideoWriter(temp, info, audio_from=source if info.has_audio else None, crf=crf,
+                         suffix=target.suffix) as writer:
+            for frame in read_frames(source):
+                restored, found = restorer.restore_frame(frame)
+                counts["faces"] += len(found)
+                writer.write(np.rint(np.clip(restored, 0.0, 1.0) * 255.0).astype(np.uint8))
+                if progress is not None:
+                    progress(writer.frames_written, info.frames)
+        counts["frames"] = writer.frames_written
+
+    try:
+        write_atomic(target, encode)
+    except BaseException:
+        temp_path(target).unlink(missing_ok=True)
+        raise
+    if not counts["faces"]:
         logger.warning("no face found in any frame of %s: the video was re-encoded unchanged", source)
-    return VideoSummary(writer.frames_written, faces, len(restorer.track_ids), info)
+    return VideoSummary(counts["frames"], counts["faces"], len(restorer.track_ids), info)
