@@ -105,7 +105,10 @@ class ArcFaceEmbedder(FaceEmbedder):
     threshold_metric = "similarity"
     # DeepFace's verification threshold for ArcFace with cosine distance, 0.68 (deepface
     # modules/verification.py find_threshold), i.e. cosine similarity above 0.32 (an angle
-    # below 71.3 degrees) means the same person.
+    # below 71.3 degrees) means the same person. Cross-check: insightface's maintainers give a
+    # squared L2 distance of 1.24 between unit embeddings for their deploy/test.py model
+    # (deepinsight/insightface issues 168 and 1106), similarity 1 - 1.24 / 2 = 0.38; both are
+    # operating points of a ROC, not properties of the embedding.
     same_person_threshold = 0.32
     threshold_source = (
         "deepface modules/verification.py: ArcFace cosine distance < 0.68, i.e. similarity > 0.32"
