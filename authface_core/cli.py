@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score each restored face against its input face with an identity embedding (in manifest.jsonl)",
     )
     restore.add_argument(
+        "--candidates", type=int, default=1, metavar="N",
+        help="restore each face of a photo N times from different seeds and keep the one whose identity "
+        "(dlib embedding) is closest to the input face; costs N times the model time (default 1: the plain restore; "
+        "videos always take one, since a pick per frame would flicker)",
+    )
+    restore.add_argument(
         "--dry-run", action="store_true",
         help="count the photos and faces still to restore and estimate the time; writes nothing",
     )
@@ -112,7 +118,7 @@ def _archive_settings(args: argparse.Namespace) -> ArchiveSettings:
 
     return ArchiveSettings(
         model=str(args.model.resolve()), steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler,
-        color_fix=args.color_fix, size=args.size, aligned=args.aligned, dtype=args.dtype,
+        color_fix=args.color_fix, size=args.size, aligned=args.aligned, dtype=args.dtype, candidates=args.candidates,
     )
 
 
@@ -122,6 +128,9 @@ def _restore_videos(videos: Sequence[InputFile], pipeline: AuthFacePipeline, det
     from .archive.videos import restore_archive_videos
     from .video.command import restore_video_file
 
+    if videos and settings.candidates > 1:
+        logger.info("videos are restored with one candidate per face: a pick per frame would flicker")
+
     def restore(video: InputFile) -> tuple[Path, VideoSummary]:
         return restore_video_file(video.source, (args.out / video.relative).parent, pipeline, detector, args)
 
@@ -130,7 +139,8 @@ def _restore_videos(videos: Sequence[InputFile], pipeline: AuthFacePipeline, det
 
 
 def _report_embedder() -> FaceEmbedder:
-    """The identity embedding ``--report`` scores with: dlib's, which works offline."""
+    """The identity embedding ``--report`` scores with and ``--candidates`` picks with: dlib's,
+    which works offline."""
     from .identity import load_embedder
 
     return load_embedder("dlib")
@@ -139,8 +149,8 @@ def _report_embedder() -> FaceEmbedder:
 def _run_restore(args: argparse.Namespace) -> int:
     from .archive import ArchiveRun, Rank, attach_rank_log, discover, dry_run
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise CliError("--steps and --batch-size must be at least 1")
+    if args.steps < 1 or args.batch_size < 1 or args.candidates < 1:
+        raise CliError("--steps, --batch-size and --candidates must be at least 1")
     if args.size < 8 or args.size % 8:
         raise CliError(f"--size must be a positive multiple of 8 (the VAE's scale), got {args.size}")
     if args.detector == "insightface" and not args.aligned and args.insightface_root is None:
@@ -170,11 +180,12 @@ def _run_restore(args: argparse.Namespace) -> int:
             print(estimate.describe())
         return 0
     pipeline = load_pipeline()
-    embedder = _report_embedder() if args.report else None
+    embedder = _report_embedder() if args.report or args.candidates > 1 else None
     args.out.mkdir(parents=True, exist_ok=True)
     handler = attach_rank_log(args.out, rank, logger)
     try:
-        run = ArchiveRun(pipeline, detector, settings, args.out, rank, args.batch_size, embedder)
+        run = ArchiveRun(pipeline, detector, settings, args.out, rank, args.batch_size,
+                         embedder if args.report else None, picker=embedder if args.candidates > 1 else None)
         failures = run.run(inputs.of_kind("image")).failed
         failures += _restore_videos(rank.share(inputs.of_kind("video")), pipeline, detector, settings, rank, args)
     finally:

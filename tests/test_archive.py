@@ -23,7 +23,7 @@ import pytest
 from archive_photos import NOT_AN_IMAGE, archive_images, build_archive
 from authface_core.archive import MANIFEST_NAME, InputError, Rank, discover, face_seed, read_records
 from authface_core.archive.manifest import ManifestTail, append_record
-from authface_core.archive.ranks import RankError, make_groups
+from authface_core.archive.ranks import RankError, candidate_seed, make_groups
 from authface_core.cli import main
 from authface_core.files import temp_path
 from release_fixture import cached_release
@@ -83,6 +83,9 @@ def test_seeds_and_shares_do_not_depend_on_the_split() -> None:
         shares = [Rank(r, world).share(groups) for r in range(world)]
         taken = sorted(p for share in shares for group in share for p in group)
         assert taken == photos
+    seed = face_seed(0, "a/b.jpg", 0)
+    assert candidate_seed(seed, 0) == seed, "candidate 0 is the plain restore"
+    assert len({candidate_seed(seed, k) for k in range(4)} | {candidate_seed(seed + 1, k) for k in range(4)}) == 8
     assert Rank.from_env({"RANK": "1", "WORLD_SIZE": "2"}) == Rank(1, 2)
     assert Rank.from_env({}) == Rank(0, 1)
     with pytest.raises(RankError, match="RANK=2"):
@@ -233,6 +236,24 @@ def test_dry_run_counts_faces_and_names_its_speed_source(archive: Path, tiny_rel
     assert "measured by earlier photos" in plan
 
 
+def test_dry_run_speed_counts_candidates() -> None:
+    """A face restored with 3 candidates costs 3 face-steps: the speed a --candidates run records
+    is per candidate, and an estimate for N candidates is N times one candidate's."""
+    from dataclasses import asdict
+
+    from authface_core.archive import ArchiveSettings
+    from authface_core.archive.dryrun import DryRunEstimate, manifest_speed
+
+    plain = ArchiveSettings(model="m", steps=2, cfg=8.0, seed=0, sampler="ddpm", color_fix="wavelet", size=64,
+                            aligned=False, dtype="fp32")
+    best = ArchiveSettings(**{**asdict(plain), "candidates": 3})
+    records = [{"path": "a.jpg", "status": "done", "faces": 2, "model_seconds": 12.0, "settings": asdict(best)}]
+    assert manifest_speed(records, plain) == pytest.approx(12.0 / (2 * 3 * 2))
+    estimate = DryRunEstimate(photos=1, faces=2, batches=1, already_finished=0, unreadable=0, detect_seconds=0.0,
+                              seconds_per_face_step=1.0, speed_source="manifest", steps=2, batch_size=2, candidates=3)
+    assert estimate.model_seconds == 12.0 and "x 3 candidates" in estimate.describe()
+
+
 def test_release_restores_a_folder_with_identity_report(tmp_path: Path) -> None:
     """The realistic-shape release fixture, --report: each face scored against its input."""
     photos = tmp_path / "photos"
@@ -303,3 +324,52 @@ def test_videos_are_written_whole_recorded_and_skipped_once_done(tiny_release: P
     assert len(_done(out)) == 2, "the third run restored something again"
     assert target.read_bytes() == written
     assert "party/clip.mp4: already restored with these settings, skipped" in caplog.text
+
+
+def test_candidates_keep_the_face_closest_to_its_input(archive: Path, tiny_release: Path, tmp_path: Path) -> None:
+    """--candidates 3 on aligned crops (where the output is the kept candidate itself) and on
+    photos: each face records three candidates' dlib similarities to its input and keeps the
+    highest; candidate 0 is the plain restore bit for bit, so a face that keeps it comes out as
+    without --candidates, and one that does not comes out otherwise."""
+    from authface_core.faces.align import align_faces
+    from authface_core.faces.detect import detect_faces
+    from authface_core.identity import load_embedder
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name in ("astronaut.png", "1998/wedding/t1_left.jpg", "2004/hanks.png"):
+        rgb = cv2.cvtColor(archive_images()[name], cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        aligned, _ = align_faces([rgb], detect_faces([rgb]), size=SIZE)
+        for n, crop in enumerate(aligned):
+            stem = Path(name).stem
+            cv2.imwrite(str(crops / f"{stem}_{n}.png"), cv2.cvtColor(np.rint(crop * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    embedder = load_embedder("dlib")
+
+    def restore(inputs: Path, out: Path, *flags: str) -> dict[str, dict]:
+        assert main(["restore", str(inputs), "--model", str(tiny_release), "--out", str(out), *COMMON, *flags]) == 0
+        return {r["path"]: r for r in _done(out)}
+
+    for inputs, flags in ((crops, ["--aligned"]), (archive / "2004", [])):
+        plain = restore(inputs, tmp_path / f"plain_{inputs.name}", *flags)
+        best = restore(inputs, tmp_path / f"best_{inputs.name}", *flags, "--candidates", "3")
+        assert sorted(best) == sorted(plain) and all("candidates" not in r for r in plain.values())
+        kept = []
+        for path, record in best.items():
+            assert record["settings"]["candidates"] == 3 and record["candidate_embedder"] == "dlib"
+            assert len(record["candidates"]) == record["faces"] >= 1
+            for pick in record["candidates"]:
+                similarities = pick["similarities"]
+                assert len(similarities) == 3 and len(set(similarities)) == 3, "the candidates should differ"
+                assert pick["chosen"] == int(np.argmax(similarities))
+                kept.append(pick["chosen"])
+            same = np.array_equal(_pixels(tmp_path / f"best_{inputs.name}" / record["output"]),
+                                  _pixels(tmp_path / f"plain_{inputs.name}" / plain[path]["output"]))
+            assert same == all(pick["chosen"] == 0 for pick in record["candidates"]), path
+            if inputs == crops:
+                # The kept crop, read back from its 8-bit PNG, scores what the pick recorded.
+                written = cv2.cvtColor(_pixels(tmp_path / "best_crops" / record["output"]), cv2.COLOR_BGR2RGB)
+                source = cv2.cvtColor(_pixels(crops / path), cv2.COLOR_BGR2RGB)
+                [score] = embedder.compare_embeddings(embedder.embed([source / 255.0]), embedder.embed([written / 255.0]))
+                [pick] = record["candidates"]
+                assert abs(score.similarity - pick["similarities"][pick["chosen"]]) < 0.02, path
+        print(f"{inputs.name}: kept candidates {kept}")

@@ -6,11 +6,13 @@ measured and is part of the estimate: the run does the same work). The model's s
 one of two sources, and the report names which:
 
 - ``manifest``: the seconds per face and step that finished photos in ``OUT/manifest.jsonl``
-  measured with the same model, precision and crop size (their model time over faces x steps);
+  measured with the same model, precision and crop size (their model time over faces x
+  candidates x steps);
 - ``probe``: when no such record exists, the model is loaded and one sampling step on a full
   batch of grey crops is timed (after one untimed warm-up step, which also encodes the prompts).
 
-Either way the model estimate is faces x steps x seconds per face-step. It leaves out loading
+Either way the model estimate is faces x candidates x steps x seconds per face-step (a pick
+among candidates adds the identity embeddings, not counted). It leaves out loading
 the model and the idle slots of each group's last, partial batch; the probe's single step also
 carries one VAE decode and the colour fix, which a many-step run spreads over all its steps.
 """
@@ -55,10 +57,11 @@ class DryRunEstimate:
     speed_source: str
     steps: int
     batch_size: int
+    candidates: int = 1
 
     @property
     def model_seconds(self) -> float:
-        return self.faces * self.steps * self.seconds_per_face_step
+        return self.faces * self.candidates * self.steps * self.seconds_per_face_step
 
     @property
     def estimated_seconds(self) -> float:
@@ -77,7 +80,9 @@ class DryRunEstimate:
                 f"model speed: {self.seconds_per_face_step:.4g} s per face and step, {source}",
                 f"estimated time: {_duration(self.estimated_seconds)} on this process "
                 f"(reading and detection {_duration(self.detect_seconds)}, measured now; model "
-                f"{_duration(self.model_seconds)} at {self.steps} step(s)); divide by the number of processes "
+                f"{_duration(self.model_seconds)} at {self.steps} step(s)"
+                + (f" x {self.candidates} candidates" if self.candidates > 1 else "")
+                + "); divide by the number of processes "
                 "for a multi-GPU run; model loading not included",
             ]
         )
@@ -101,7 +106,7 @@ def manifest_speed(records: Sequence[dict[str, Any]], settings: ArchiveSettings)
         if any(recorded.get(key) != value for key, value in wanted.items()):
             continue
         seconds += float(record.get("model_seconds", 0.0))
-        face_steps += int(record["faces"]) * int(recorded.get("steps", 0))
+        face_steps += int(record["faces"]) * int(recorded.get("candidates", 1)) * int(recorded.get("steps", 0))
     return seconds / face_steps if face_steps else None
 
 
@@ -153,5 +158,5 @@ def dry_run(
     return DryRunEstimate(
         photos=len(pending) - unreadable, faces=faces, batches=batches, already_finished=len(images) - len(pending),
         unreadable=unreadable, detect_seconds=detect_seconds, seconds_per_face_step=speed, speed_source=source,
-        steps=settings.steps, batch_size=batch_size,
+        steps=settings.steps, batch_size=batch_size, candidates=settings.candidates,
     )

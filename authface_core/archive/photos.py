@@ -34,7 +34,8 @@ class PhotoError(AuthFaceError):
 class PreparedPhoto:
     """A photo with its faces cut out. ``crops`` (N, size, size, 3) float32 RGB in [0, 1], one per
     face, ``seeds`` one per face; ``faces`` is None for an ``--aligned`` crop (the whole image is
-    the face). ``restored`` fills in as batches finish."""
+    the face). ``restored`` fills in as batches finish; with best-of-N, ``picks`` holds per face
+    the candidate kept and every candidate's identity similarity to the face's input crop."""
 
     file: InputFile
     target: Path
@@ -46,6 +47,7 @@ class PreparedPhoto:
     seeds: list[int]
     prepare_seconds: float
     restored: dict[int, np.ndarray] = field(default_factory=dict)
+    picks: dict[int, tuple[int, list[float]]] = field(default_factory=dict)
     model_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 

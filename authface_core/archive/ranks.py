@@ -76,6 +76,16 @@ def make_groups(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
 
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The noise seed of candidate ``candidate`` of a face whose seed is ``seed``: the face's own
+    seed for candidate 0 (so one candidate is the plain restore), else the first 63 bits of
+    SHA-256 over the two values."""
+    if candidate == 0:
+        return int(seed)
+    digest = hashlib.sha256(f"{int(seed)}\0candidate\0{int(candidate)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - _SEED_BITS)
+
+
 def face_seed(base_seed: int, relative: str, face_index: int) -> int:
     """The noise seed of face ``face_index`` (detection order) of the photo at ``relative``:
     the first 63 bits of SHA-256 over the three values."""

@@ -12,6 +12,11 @@ and recorded in the manifest as soon as its last face is back.
 A group with any unfinished photo is restored whole, its finished photos included (they are not
 written again): their faces must share the batches they shared before for the others to come out
 bit-identical to an uninterrupted run.
+
+Best-of-N (``candidates`` > 1): every batch is restored N times, candidate k with the seeds
+:func:`~authface_core.archive.ranks.candidate_seed` gives (candidate 0 is the plain restore, bit
+for bit), and per face the candidate whose identity embedding is closest to the face's input
+crop is kept.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from .discovery import InputFile
 from .manifest import MANIFEST_NAME, ManifestTail, append_record, finished_paths, parse_records, run_fields
 from .photos import PreparedPhoto, face_landmarks, finish_photo, prepare_photo
 from .progress import RunProgress
-from .ranks import Rank, make_groups
+from .ranks import Rank, candidate_seed, make_groups
 
 if TYPE_CHECKING:
     from ..faces.detect import FaceDetector
@@ -65,6 +70,7 @@ class ArchiveSettings:
     size: int
     aligned: bool
     dtype: str
+    candidates: int = 1
 
 
 @dataclass
@@ -137,7 +143,9 @@ class _Writer:
 class ArchiveRun:
     """One rank's run over an output folder ``out``. ``detector`` None restores ``--aligned``
     crops; ``embedder`` (optional) adds identity scores (restored face vs its LQ crop) to each
-    record. ``batch_size`` faces go into each model call on ``pipeline``'s device."""
+    record; ``picker`` is the identity embedder that chooses among candidates (required when
+    ``settings.candidates`` > 1). ``batch_size`` faces go into each model call on ``pipeline``'s
+    device."""
 
     def __init__(
         self,
@@ -148,7 +156,12 @@ class ArchiveRun:
         rank: Rank,
         batch_size: int,
         embedder: FaceEmbedder | None = None,
+        picker: FaceEmbedder | None = None,
     ) -> None:
+        if settings.candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {settings.candidates}")
+        if settings.candidates > 1 and picker is None:
+            raise ValueError("choosing among candidates needs an identity embedder (picker)")
         self.pipeline = pipeline
         self.detector = detector
         self.settings = settings
@@ -156,6 +169,7 @@ class ArchiveRun:
         self.rank = rank
         self.batch_size = int(batch_size)
         self.embedder = embedder
+        self.picker = picker
         self.manifest = out / MANIFEST_NAME
         self.summary = RunSummary()
 
@@ -275,22 +289,42 @@ class ArchiveRun:
 
         lq = torch.from_numpy(np.stack([photo.crops[n] for photo, n in batch])).permute(0, 3, 1, 2)
         start = time.perf_counter()
-        restored = self.pipeline.restore(
-            lq,
-            steps=self.settings.steps,
-            cfg=self.settings.cfg,
-            seed=[photo.seeds[n] for photo, n in batch],
-            sampler=self.settings.sampler,  # type: ignore[arg-type]
-            color_fix=self.settings.color_fix,  # type: ignore[arg-type]
-            batch_size=len(batch),
-        )
+        # One call per candidate, each exactly the plain call but for the seeds: candidate 0 is
+        # then the plain restore bit for bit (a longer batch could change the kernels' blocking).
+        candidates = np.stack([
+            self.pipeline.restore(
+                lq,
+                steps=self.settings.steps,
+                cfg=self.settings.cfg,
+                seed=[candidate_seed(photo.seeds[n], k) for photo, n in batch],
+                sampler=self.settings.sampler,  # type: ignore[arg-type]
+                color_fix=self.settings.color_fix,  # type: ignore[arg-type]
+                batch_size=len(batch),
+            ).permute(0, 2, 3, 1).cpu().numpy()
+            for k in range(self.settings.candidates)
+        ])
         seconds = time.perf_counter() - start
         self.summary.model_seconds += seconds
         self.summary.batches += 1
-        crops = restored.permute(0, 2, 3, 1).cpu().numpy()
-        for (photo, n), crop in zip(batch, crops):
-            photo.restored[n] = crop
+        for index, (photo, n) in enumerate(batch):
             photo.model_seconds += seconds / len(batch)
+            chosen = 0
+            if self.settings.candidates > 1:
+                chosen, similarities = self._pick(photo, n, candidates[:, index])
+                photo.picks[n] = (chosen, similarities)
+            photo.restored[n] = candidates[chosen, index]
+
+    def _pick(self, photo: PreparedPhoto, n: int, candidates: np.ndarray) -> tuple[int, list[float]]:
+        """The candidate of face ``n`` most similar to its input crop, and every candidate's
+        similarity (rounded to 1e-4; ties go to the lower candidate number)."""
+        assert self.picker is not None
+        landmarks = face_landmarks(photo)
+        own = None if landmarks is None else [landmarks[n]]
+        reference = self.picker.embed([photo.crops[n]], own)
+        embedded = self.picker.embed(list(candidates), None if own is None else own * len(candidates))
+        scores = self.picker.compare_embeddings(np.repeat(reference, len(candidates), axis=0), embedded)
+        similarities = [score.similarity for score in scores]
+        return int(np.argmax(similarities)), [round(value, 4) for value in similarities]
 
     def _identity(self, photo: PreparedPhoto) -> dict[str, Any]:
         from ..identity import compare
@@ -327,6 +361,7 @@ class ArchiveRun:
             "seconds": round(time.perf_counter() - photo.started, 4),
             "prepare_seconds": round(photo.prepare_seconds, 4),
             "model_seconds": round(photo.model_seconds, 4),
+            **self._candidates(photo),
             **extra,
             **self._common(),
         }
@@ -337,6 +372,13 @@ class ArchiveRun:
             logger.warning("no face found in %s: copied through unchanged to %s", photo.file.source, photo.target)
         else:
             logger.info("wrote %s (%d face(s))", photo.target, photo.face_count)
+
+    def _candidates(self, photo: PreparedPhoto) -> dict[str, Any]:
+        if not photo.picks:
+            return {}
+        picks = [photo.picks[n] for n in range(photo.face_count)]
+        return {"candidate_embedder": self.picker.name if self.picker is not None else None,
+                "candidates": [{"chosen": chosen, "similarities": similarities} for chosen, similarities in picks]}
 
     def _record_failure(self, file: InputFile, error: Exception) -> None:
         logger.error("%s: %s", file.source, error if isinstance(error, AuthFaceError) else repr(error))
