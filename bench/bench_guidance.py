@@ -1,15 +1,19 @@
 """Cost of identity guidance per sampling step, next to one plain sampling step (CPU, fp32).
 
-Guidance (authface_core/identity/guidance.py) adds, per face and guided step, one SDXL VAE decode
-and one ArcFace IResNet-50 pass, both forward and backward. A plain step is the SDXL UNet plus the
-AuthFace ControlNet (``ControlNetModel.from_unet``) on a CFG batch of 2. All weights are random
-with the real shapes (SDXL VAE, full SDXL UNet from bench/sdxl_shapes.py, IResNet-50), so the
-times are those of the real models. Run: ``python -m bench.bench_guidance`` (about 15 GB RAM).
+Guidance (authface_core/identity/guidance.py) adds, per face and guided step, one decode and one
+ArcFace IResNet-50 pass, both forward and backward. The decoder is the VAE wired into AuthFace
+Identity Guidance: the SDXL VAE, or TAESD XL (the tiny autoencoder ComfyUI's VAE Loader offers as
+``taesdxl``, diffusers' ``AutoencoderTiny`` with its default configuration). A plain step is the
+SDXL UNet plus the AuthFace ControlNet (``ControlNetModel.from_unet``) on a CFG batch of 2. All
+weights are random with the real shapes (SDXL VAE, TAESD, full SDXL UNet from
+bench/sdxl_shapes.py, IResNet-50), so the times are those of the real models.
+Run: ``python -m bench.bench_guidance`` (about 15 GB RAM).
 """
 
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 
 import torch
 
@@ -28,17 +32,29 @@ SDXL_VAE_CONFIG = dict(
 )
 
 
-def guidance_seconds(size: int) -> float:
-    """Median seconds of one guided step for one face at ``size`` px."""
+def _sdxl_vae_decoder() -> Callable[[torch.Tensor], torch.Tensor]:
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(0)
     vae = AutoencoderKL(**SDXL_VAE_CONFIG).eval().requires_grad_(False)
+    return lambda latent: ((vae.decode(latent / SDXL_VAE_CONFIG["scaling_factor"]).sample + 1) / 2).clamp(0, 1)
+
+
+def _taesdxl_decoder() -> Callable[[torch.Tensor], torch.Tensor]:
+    from diffusers import AutoencoderTiny
+
+    tiny = AutoencoderTiny().eval().requires_grad_(False)
+    # TAESD decodes the scaled latent (what the sampler holds) straight to [-1, 1].
+    return lambda latent: ((tiny.decode(latent).sample + 1) / 2).clamp(0, 1)
+
+
+DECODERS = {"SDXL VAE": _sdxl_vae_decoder, "TAESD XL": _taesdxl_decoder}
+
+
+def guidance_seconds(size: int, decoder: str) -> float:
+    """Median seconds of one guided step for one face at ``size`` px through ``decoder``."""
+    torch.manual_seed(0)
+    decode = DECODERS[decoder]()
     embedder = iresnet("r50").eval().requires_grad_(False)
-
-    def decode(latent: torch.Tensor) -> torch.Tensor:
-        return ((vae.decode(latent / SDXL_VAE_CONFIG["scaling_factor"]).sample + 1) / 2).clamp(0, 1)
-
     # The ArcFace crop of an FFHQ-aligned face: about the middle 60% of the crop.
     theta = torch.tensor([[[0.6, 0.0, 0.0], [0.0, 0.6, 0.05]]])
     guidance = IdentityGuidance(embedder, decode, torch.nn.functional.normalize(torch.randn(1, 512)), theta, 0.1)
@@ -70,12 +86,14 @@ def plain_step_seconds(size: int) -> float:
 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32, median of {REPEATS} after a warm-up")
-    guided = {size: guidance_seconds(size) for size in SIZES}
+    guided = {(size, decoder): guidance_seconds(size, decoder) for size in SIZES for decoder in DECODERS}
     plain = {size: plain_step_seconds(size) for size in SIZES}
     for size in SIZES:
-        print(f"{size}x{size}: identity guidance {guided[size]:.2f} s per face and step; plain sampling step "
-              f"(ControlNet + UNet, CFG batch 2) {plain[size]:.2f} s; guidance = {guided[size] / plain[size]:.0%} "
-              "of a step per face")
+        print(f"{size}x{size}: plain sampling step (ControlNet + UNet, CFG batch 2) {plain[size]:.2f} s")
+        for decoder in DECODERS:
+            seconds = guided[size, decoder]
+            print(f"  identity guidance through the {decoder}: {seconds:.2f} s per face and step "
+                  f"({seconds / plain[size]:.0%} of a plain step)")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.1f} GB")
 
 

@@ -2,11 +2,13 @@
 ArcFace pack (real IResNet-50 architecture, insightface file layout).
 
 One API prompt restores Tom Hanks' face (aligned at 64 px, 2 DDIM steps, CFG 8, ControlNet on both
-branches) four times from the same seed: without guidance; through AuthFace Identity Guidance at
-scale 0; patched at scale 1 but with a step range that no step falls in; and guided at scale 1
-toward the low-quality face itself. The first three must be bit-identical; the guided face must be
-closer to the reference by the same embedder (cosine similarity of ArcFace embeddings, computed
-here with the torch IResNet on the host's 16-bit output).
+branches) five times from the same seed: without guidance; through AuthFace Identity Guidance at
+scale 0; patched at scale 1 but with a step range that no step falls in; guided at scale 1 toward
+the low-quality face itself; and guided the same way through TAESD XL (VAE Loader ``taesdxl``,
+random weights of ComfyUI's own architecture, tests/taesd_fixture.py) instead of the release's VAE.
+The first three must be bit-identical; each guided face must be closer to the reference, by the
+same embedder, when decoded by the decoder its guidance went through (cosine similarity of ArcFace
+embeddings, computed here with the torch IResNet on the host's 16-bit output).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import load_file
 from arcface_fixture import cached_arcface_root
 from comfy_host import ComfyHost
 from release_fixture import cached_release
+from taesd_fixture import build_taesdxl
 
 pytestmark = pytest.mark.host
 
@@ -36,10 +39,12 @@ NO_STEP = 0.999
 
 
 @pytest.fixture(scope="module")
-def release(comfy_host: ComfyHost) -> Path:
+def release(comfy_host: ComfyHost, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = cached_release("plain")
     comfy_host.add_model("authface", RELEASE, path)
     comfy_host.add_model("insightface", "models", cached_arcface_root() / "models")
+    for taesd in build_taesdxl(comfy_host.version, tmp_path_factory.mktemp("taesdxl")):
+        comfy_host.add_model("vae_approx", taesd.name, taesd)
     return path
 
 
@@ -65,14 +70,20 @@ def _graph(host: ComfyHost, photo: Path) -> tuple[dict, str]:
                                                               "steps": STEPS, "denoise": 1.0}},
         "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "ddim"}},
         "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": SEED}},
+        "taesd": {"class_type": "VAELoader", "inputs": {"vae_name": "taesdxl"}},
     }
-    runs = {"plain": None, "zero": (0.0, 0.0, 1.0), "window": (SCALE, NO_STEP, NO_STEP), "guided": (SCALE, 0.0, 1.0)}
+    release_vae, taesd = ["loader", 2], ["taesd", 0]
+    runs = {"plain": None, "zero": (0.0, 0.0, 1.0, release_vae), "window": (SCALE, NO_STEP, NO_STEP, release_vae),
+            "guided": (SCALE, 0.0, 1.0, release_vae), "tiny": (SCALE, 0.0, 1.0, taesd)}
+    # (run, decoder) pairs whose images the test measures.
+    decoded = {("plain", "release"): release_vae, ("guided", "release"): release_vae,
+               ("plain", "taesd"): taesd, ("tiny", "taesd"): taesd}
     for name, settings in runs.items():
         model = ["loader", 0]
         if settings is not None:
-            scale, start, end = settings
+            scale, start, end, vae = settings
             prompt[f"{name}_guidance"] = {"class_type": "AuthFaceIdentityGuidance", "inputs": {
-                "model": ["loader", 0], "vae": ["loader", 2], "faces": ["align", 1], "reference": ["align", 0],
+                "model": ["loader", 0], "vae": vae, "faces": ["align", 1], "reference": ["align", 0],
                 "reference_kind": "aligned_crops", "arcface_pack": "buffalo_l", "scale": scale,
                 "start_percent": start, "end_percent": end}}
             model = [f"{name}_guidance", 0]
@@ -83,11 +94,11 @@ def _graph(host: ComfyHost, photo: Path) -> tuple[dict, str]:
             "sigmas": ["sigmas", 0], "latent_image": ["apply", 2]}}
         prompt[f"{name}_save"] = {"class_type": "SaveLatent", "inputs": {
             "samples": [f"{name}_sample", 0], "filename_prefix": f"test/guidance_{tag}_{name}"}}
-        if name in ("plain", "guided"):
-            prompt[f"{name}_decode"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"{name}_sample", 0],
-                                                                              "vae": ["loader", 2]}}
-            prompt[f"{name}_image"] = {"class_type": "AuthFaceSaveImage16", "inputs": {
-                "images": [f"{name}_decode", 0], "filename_prefix": f"test/guidance_{tag}_{name}"}}
+    for (name, decoder), vae in decoded.items():
+        prompt[f"{name}_{decoder}_decode"] = {"class_type": "VAEDecode", "inputs": {
+            "samples": [f"{name}_sample", 0], "vae": vae}}
+        prompt[f"{name}_{decoder}_image"] = {"class_type": "AuthFaceSaveImage16", "inputs": {
+            "images": [f"{name}_{decoder}_decode", 0], "filename_prefix": f"test/guidance_{tag}_{name}_{decoder}"}}
     return prompt, tag
 
 
@@ -124,9 +135,11 @@ def test_guidance_raises_identity_and_is_off_at_scale_zero(comfy_host: ComfyHost
 
     with torch.no_grad():
         reference = embed(arcface, image(crops[0]), thetas)
-        similarity = {name: float(embed(arcface, image(read16(_saved(comfy_host, entry, f"{name}_image", "images"))),
-                                        thetas) @ reference.T)
-                      for name in ("plain", "guided")}
-    print(f"ComfyUI {comfy_host.version}: ArcFace similarity to the reference, unguided "
-          f"{similarity['plain']:.3f}, guided at scale {SCALE} {similarity['guided']:.3f}")
-    assert similarity["guided"] > similarity["plain"] + 0.05
+        similarity = {key: float(embed(arcface, image(read16(_saved(comfy_host, entry, f"{key}_image", "images"))),
+                                       thetas) @ reference.T)
+                      for key in ("plain_release", "guided_release", "plain_taesd", "tiny_taesd")}
+    print(f"ComfyUI {comfy_host.version}: ArcFace similarity to the reference; release VAE: unguided "
+          f"{similarity['plain_release']:.3f}, guided at scale {SCALE} {similarity['guided_release']:.3f}; "
+          f"TAESD XL: unguided {similarity['plain_taesd']:.3f}, guided through it {similarity['tiny_taesd']:.3f}")
+    assert similarity["guided_release"] > similarity["plain_release"] + 0.05
+    assert similarity["tiny_taesd"] > similarity["plain_taesd"] + 0.05
