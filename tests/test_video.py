@@ -89,6 +89,11 @@ def test_tracks_keep_their_ids_through_missed_detections(t1_photo: Path, detecto
     last_seen = next(f for f in tracked.faces if f.image_index == 1 and f.track_id == missed)
     assert all(f.box == last_seen.box and np.array_equal(f.landmarks, last_seen.landmarks) for f in carried)
     assert [f for f in tracked.faces if not f.coasting] == untouched.faces
+    # Detect Faces' preview says which faces were carried.
+    from authface_core.faces.draw import draw_faces
+
+    seen = replace(carried[0], coasting=False)
+    assert not np.array_equal(draw_faces(frames[2], [carried[0]]), draw_faces(frames[2], [seen]))
     # Tracked after alignment, the alignments follow their faces; a carried face keeps its last one.
     from authface_core.faces.align import align_faces
 

@@ -25,7 +25,8 @@ _MOUTH = frozenset(MOUTH_68)
 def draw_faces(image: np.ndarray, faces: Sequence[DetectedFace]) -> np.ndarray:
     """``image`` (any layout :func:`authface_core.images.to_rgb_float` accepts) with each face's
     box, its 68 landmarks (eyes cyan, mouth pink, the rest white; eye and mouth contours
-    joined) and its position in ``faces`` as a number above the box.
+    joined) and its position in ``faces`` as a number above the box ("N carried" for a tracked
+    face the detector missed in this frame, carried from its last detection).
 
     Draws every face given, whatever its ``image_index``: pass the faces of this image. Line
     widths and text scale with the image size. Returns a new HxWx3 float32 RGB array in [0, 1].
@@ -50,7 +51,7 @@ def draw_faces(image: np.ndarray, faces: Sequence[DetectedFace]) -> np.ndarray:
                 EYE_COLOUR if index in _EYES else MOUTH_COLOUR if index in _MOUTH else POINT_COLOUR
             )
             cv2.circle(canvas, (int(x), int(y)), radius, colour, -1, cv2.LINE_AA)
-        label = str(number)
+        label = f"{number} carried" if face.coasting else str(number)
         (_, text_h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, line)
         put_text(canvas, label, (x0, max(text_h + line, y0 - 2 * line)), font_scale, line)
     return canvas.astype(np.float32) * np.float32(1.0 / 255.0)
