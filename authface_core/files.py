@@ -42,12 +42,17 @@ def remove_partial(target: Path) -> list[Path]:
 
 def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
     """Create ``target`` through ``write(temporary path)``, then fsync it, rename it into place
-    and fsync the folder."""
+    and fsync the folder. When ``write`` (or the fsync) raises, the temporary file is deleted and
+    the exception passes on."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path(target)
-    write(temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
+    try:
+        write(temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     os.replace(temp, target)
     fsync_dir(target.parent)
 

@@ -22,7 +22,7 @@ from ..faces.align import alignment_matrix, apply_affine, warp_affine
 from ..faces.paste import paste_faces
 from ..faces.select import sort_faces
 from ..faces.types import AlignedFace, DetectedFace
-from ..files import remove_partial, temp_path, write_atomic
+from ..files import remove_partial, write_atomic
 from ..images import to_rgb_float
 from ..noise_keys import key_seed, track_key
 from .media import VideoInfo, VideoWriter, probe_video, read_frames
@@ -192,11 +192,7 @@ def restore_video(
                     progress(writer.frames_written, info.frames)
         counts["frames"] = writer.frames_written
 
-    try:
-        write_atomic(target, encode)
-    except BaseException:
-        temp_path(target).unlink(missing_ok=True)
-        raise
+    write_atomic(target, encode)
     if not counts["faces"]:
         logger.warning("no face found in any frame of %s: the video was re-encoded unchanged", source)
     return VideoSummary(counts["frames"], counts["faces"], len(restorer.track_ids), info)
