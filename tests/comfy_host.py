@@ -36,6 +36,16 @@ def host_dir(version: str) -> Path:
     return path
 
 
+def host_env(version: str) -> dict[str, str]:
+    """The environment a process of ComfyUI ``version`` runs with: ours, with the host's overlay
+    of its own requirements (when it has one) first on PYTHONPATH."""
+    env = dict(os.environ)
+    overlay = host_dir(version) / "overlay"
+    if overlay.is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay), env.get("PYTHONPATH")]))
+    return env
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,10 +80,7 @@ class ComfyHost:
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
         home = host_dir(self.version)
-        env = dict(os.environ)
-        overlay = home / "overlay"
-        if overlay.is_dir():
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay), env.get("PYTHONPATH")]))
+        env = host_env(self.version)
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),

@@ -12,12 +12,11 @@ random decoder's gradients would vanish.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from comfy_host import host_dir
+from comfy_host import host_dir, host_env
 
 _WRITE = """
 import sys
@@ -47,13 +46,8 @@ FILE_NAMES = ("taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors")
 def build_taesdxl(version: str, folder: Path, seed: int = 0) -> list[Path]:
     """Write the two TAESD XL files for ComfyUI ``version`` into ``folder``; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    home = host_dir(version)
-    env = dict(os.environ)
-    overlay = home / "overlay"
-    if overlay.is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay), env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", _WRITE, str(folder), str(seed)], cwd=home, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", _WRITE, str(folder), str(seed)], cwd=host_dir(version),
+                          env=host_env(version), capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"writing TAESD XL weights with ComfyUI {version} failed:\n{done.stderr[-3000:]}")
     return [folder / name for name in FILE_NAMES]

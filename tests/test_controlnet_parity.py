@@ -19,7 +19,6 @@ safetensors files.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from authface_core.release import find_weight_files
-from comfy_host import HOST_VERSIONS, host_dir
+from comfy_host import HOST_VERSIONS, host_dir, host_env
 from release_fixture import cached_release
 
 IMAGE_SIZE = 256  # latent 32x32: the whole network at a cheap size
@@ -178,10 +177,7 @@ def _run_in_host(version: str, release: Path, inputs: Path, work: Path) -> tuple
     """Runs HOST_SCRIPT in ComfyUI ``version``: its JSON summary and its tensors (down_0..down_8,
     mid, y)."""
     home = host_dir(version)
-    env = dict(os.environ)
-    overlay = home / "overlay"
-    if overlay.is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay), env.get("PYTHONPATH")]))
+    env = host_env(version)
     (unet_file,) = find_weight_files(release / "unet")
     (controlnet_file,) = find_weight_files(release / "controlnet")
     out = work / f"comfyui-{version}.safetensors"

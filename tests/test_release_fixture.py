@@ -9,7 +9,6 @@ weight of every part and compute what diffusers computes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import release_fixture
-from comfy_host import HOST_VERSIONS, REPO, host_dir
+from comfy_host import HOST_VERSIONS, REPO, host_dir, host_env
 
 PYTHON = REPO / ".venv" / "bin" / "python"
 PROMPT = "portrait photo of an astronaut in a white spacesuit, studio lighting"
@@ -457,10 +456,7 @@ Path(out_path + ".json").write_text(json.dumps(result))
 def _run_probe(version: str, release: Path, inputs: dict[str, Any], work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run PROBE in ComfyUI ``version``'s folder on ``release``; returns its findings and tensors."""
     home = host_dir(version)
-    env = dict(os.environ)
-    overlay = home / "overlay"
-    if overlay.is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay), env.get("PYTHONPATH")]))
+    env = host_env(version)
     torch.save(inputs, work / "inputs.pt")
     out = work / "probe"
     proc = subprocess.run([str(PYTHON), "-c", PROBE, str(home), str(release), str(work / "inputs.pt"), str(out)],

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from skimage import data
 
-from authface_core.faces.align import align_faces
+from authface_core.faces.align import align_faces, apply_affine
 from authface_core.faces.detect import detect_faces
-from authface_core.faces.draw import EYE_COLOUR, MOUTH_COLOUR, draw_faces, put_text
+from authface_core.faces.draw import EYE_COLOUR, MOUTH_COLOUR, draw_faces
 from authface_core.faces.masks import region_mask
 from authface_core.faces.paste import paste_faces
 from authface_core.faces.select import select_faces
@@ -91,7 +91,7 @@ def pipeline_images() -> dict[str, np.ndarray]:
 def _footprint(aligned: AlignedFace) -> tuple[float, float, float, float]:
     """The box (x0, y0, x1, y1) in the photo around the aligned crop's four corners."""
     corners = np.array([[0, 0], [aligned.size, 0], [aligned.size, aligned.size], [0, aligned.size]], np.float64)
-    source = corners @ aligned.inverse_matrix[:, :2].T + aligned.inverse_matrix[:, 2]
+    source = apply_affine(aligned.inverse_matrix, corners)
     (x0, y0), (x1, y1) = source.min(axis=0), source.max(axis=0)
     return float(x0), float(y0), float(x1), float(y1)
 
