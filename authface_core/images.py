@@ -140,6 +140,15 @@ class ImageFileError(AuthFaceError):
     """An image file cannot be read or decoded."""
 
 
+def rgb_channel_order(image: np.ndarray) -> np.ndarray:
+    """An image as OpenCV decodes it (BGR or BGRA) in RGB(A) channel order; grey is left as it is."""
+    import cv2
+
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return image
+
+
 def read_image_file(path: Path) -> np.ndarray:
     """The image as OpenCV decodes it (BGR/BGRA/grey, uint8 or uint16), read from bytes so that
     any path (non-ASCII included) works. Raises ImageFileError naming the file when it cannot be

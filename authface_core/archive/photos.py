@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import AuthFaceError
 from ..faces.detect import FaceDetector
 from ..faces.types import FaceSet
-from ..images import read_image_file
+from ..images import read_image_file, rgb_channel_order
 from .discovery import InputFile
 from .ranks import face_seed
 
@@ -67,16 +67,6 @@ class PreparedPhoto:
         return [[round(float(v), 1) for v in face.box] for face in self.faces.faces]
 
 
-def _to_rgb_layout(image: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR(A) channel order to RGB(A); grey is left as it is."""
-    import cv2
-
-    if image.ndim == 2 or image.shape[2] == 1:
-        return image
-    code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(image, code)
-
-
 def _resize(image: np.ndarray, side: tuple[int, int]) -> np.ndarray:
     """Area averaging to shrink, bicubic to enlarge (OpenCV's advice for each direction)."""
     import cv2
@@ -98,7 +88,7 @@ def prepare_photo(
 
     start = time.perf_counter()
     decoded = read_image_file(file.source)
-    rgb, alpha = split_alpha(_to_rgb_layout(decoded))
+    rgb, alpha = split_alpha(rgb_channel_order(decoded))
     if detector is None:
         height, width = rgb.shape[:2]
         if height != width:

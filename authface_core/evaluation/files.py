@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageFileError, read_image_file, to_rgb_float
+from ..images import ImageFileError, read_image_file, rgb_channel_order, to_rgb_float
 
 # Formats OpenCV decodes that photo collections use.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -32,11 +32,7 @@ def list_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
 def read_rgb(path: Path) -> np.ndarray:
     """``path`` as HxWx3 float32 RGB in [0, 1] (8- or 16-bit files; alpha dropped, grey
     repeated). Raises ImageFileError naming the file when it cannot be read or decoded."""
-    import cv2
-
-    image = read_image_file(path)
-    if image.ndim == 3 and image.shape[2] >= 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    image = rgb_channel_order(read_image_file(path))
     try:
         return to_rgb_float(image)
     except ValueError as err:
